@@ -1,0 +1,104 @@
+"""The tenant (Program), its members and its partners."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class Program(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    points_name = models.CharField(
+        max_length=40, default="points", help_text="What points are called in this program."
+    )
+    expiry_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=365,
+        help_text="Points expire this many days after they are earned. Empty: never.",
+    )
+    pending_days = models.PositiveIntegerField(
+        default=0, help_text="Earned points stay pending this many days before they can be spent."
+    )
+    allow_negative_balance = models.BooleanField(
+        default=False,
+        help_text="Reversals (refunds of points already spent) may push a balance below zero.",
+    )
+    hold_timeout_minutes = models.PositiveIntegerField(
+        default=30, help_text="A hold not captured within this time is voided."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expiry_days__isnull=True) | models.Q(expiry_days__gt=0),
+                name="program_expiry_days_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Member(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+        CLOSED = "closed"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="members")
+    external_id = models.CharField(max_length=255)
+    email = models.EmailField(blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    enrolled_at = models.DateTimeField()
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="member",
+        help_text="The login that sees this member's pages.",
+    )
+
+    class Meta:
+        ordering = ["program", "external_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "external_id"], name="member_external_id_unique_per_program"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.program.slug})"
+
+
+class Partner(models.Model):
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="partners")
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["program", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["program", "name"], name="partner_name_unique_per_program"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.program.slug})"
+
+
+class PartnerAPIKey(AbstractAPIKey):
+    """A partner's API key: only a prefix and a hash are stored; the key is shown once."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="api_keys")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "partner API key"
+        verbose_name_plural = "partner API keys"

@@ -1,0 +1,18 @@
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty.settings")
+
+app = Celery("loyalty")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "ledger-mature-lots": {"task": "ledger.tasks.mature_lots", "schedule": 60.0},
+    "ledger-void-expired-holds": {"task": "ledger.tasks.void_expired_holds", "schedule": 60.0},
+    "ledger-expire-lots": {"task": "ledger.tasks.expire_lots", "schedule": crontab(hour=0, minute=15)},
+    "ledger-partitions-ahead": {"task": "ledger.tasks.ensure_partitions", "schedule": crontab(hour=0, minute=5)},
+    "ledger-audit": {"task": "ledger.tasks.audit", "schedule": crontab(hour=2, minute=0)},
+}
