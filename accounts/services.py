@@ -1,0 +1,49 @@
+"""Writes for programs, members and partners."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Member, Partner, PartnerAPIKey, Program
+from loyalty.errors import Conflict
+
+
+class MemberExists(Conflict):
+    code = "member_exists"
+
+
+def member_create(
+    *, program: Program, external_id: str, email: str = "", attributes: dict | None = None,
+    enrolled_at: dt.datetime | None = None, user=None,
+) -> Member:
+    """Enroll a member; the balance row (the member's lock for every movement) comes with it."""
+    from ledger.models import Balance
+
+    try:
+        with transaction.atomic():
+            member = Member.objects.create(
+                program=program, external_id=external_id, email=email, attributes=attributes or {},
+                enrolled_at=enrolled_at or timezone.now(), user=user,
+            )
+            Balance.objects.create(member=member, program=program)
+    except IntegrityError as exc:
+        if Member.objects.filter(program=program, external_id=external_id).exists():
+            raise MemberExists(f"A member with external_id {external_id!r} already exists.",
+                               param="external_id") from exc
+        raise
+    return member
+
+
+def partner_key_create(*, partner: Partner, name: str = "") -> tuple[PartnerAPIKey, str]:
+    """A new API key for ``partner``. The key itself is returned once and never stored."""
+    return PartnerAPIKey.objects.create_key(partner=partner, name=name or f"{partner.name} key")
+
+
+def partner_create(*, program: Program, name: str) -> tuple[Partner, str]:
+    with transaction.atomic():
+        partner = Partner.objects.create(program=program, name=name)
+        _api_key, key = partner_key_create(partner=partner)
+    return partner, key

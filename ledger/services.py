@@ -1,0 +1,466 @@
+"""Every movement of points. These functions are the only way in.
+
+Each service takes an operation ``key``: the first call with a key does the work, a
+later call with the same key and the same request returns the first ``Operation``
+(``replayed=True``) and changes nothing, and the same key with a different request
+raises ``IdempotencyKeyReused``. Two concurrent calls with one key serialise on the
+unique index of ``ledger_operation``. Each call either completes or changes nothing.
+
+Locking: a member's ``Balance`` row is locked first, then their lots. Anything that
+touches several members locks their balances in ``member_id`` order.
+
+The services run in ``transaction.atomic()`` (a savepoint when nested) so that the
+event pipeline and the API can post them inside their own durable transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts.models import Member
+from ledger import upkeep
+from ledger.errors import (
+    IdempotencyKeyReused,
+    InsufficientPoints,
+    InvalidLedgerState,
+    InvalidPoints,
+    ReverseExceedsEarned,
+)
+from ledger.models import Allocation, Balance, Entry, EntryKind, Hold, Lot, Operation
+
+
+@dataclass(frozen=True)
+class Source:
+    """What caused a movement (an event, a redemption, an adjustment...)."""
+
+    type: str = ""
+    id: str = ""
+
+
+NO_SOURCE = Source()
+
+
+# --- plumbing ---------------------------------------------------------------------------
+
+
+def _request_hash(kind: str, member: Member, request: dict) -> str:
+    body = json.dumps({"kind": kind, "member": member.pk, **request}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.datetime) -> Operation:
+    """Insert the operation row, or return the earlier one for this key (``replayed=True``)."""
+    if not key or len(key) > 255:
+        raise InvalidPoints("An operation key of 1 to 255 characters is required.", param="key")
+    request_hash = _request_hash(kind, member, request)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, '{}', %s) ON CONFLICT (program_id, key) DO NOTHING RETURNING id",
+            [member.program_id, member.pk, key, kind, request_hash, now],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        earlier = Operation.objects.get(program_id=member.program_id, key=key)
+        if earlier.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                f"The key {key!r} was already used for a different {earlier.kind} request.", param="key"
+            )
+        earlier.replayed = True
+        return earlier
+    operation = Operation(
+        id=row[0], program_id=member.program_id, member=member, key=key, kind=kind,
+        request_hash=request_hash, result={}, created_at=now,
+    )
+    operation.replayed = False
+    return operation
+
+
+def _lock_balance(member: Member) -> Balance:
+    balance = Balance.objects.select_for_update().filter(member_id=member.pk).first()
+    if balance is None:
+        Balance.objects.bulk_create(
+            [Balance(member_id=member.pk, program_id=member.program_id)], ignore_conflicts=True
+        )
+        balance = Balance.objects.select_for_update().get(member_id=member.pk)
+    return balance
+
+
+def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
+    """Lock the member, and settle what is due first: lots past expiry expire, lots whose
+    pending time is over become available. Spending then sees the balance as of ``now``."""
+    _lock_balance(member)
+    upkeep.mature_locked_members([member.pk], now=now)
+    upkeep.expire_locked_members([member.pk], now=now)
+    return Balance.objects.get(member_id=member.pk)
+
+
+def _bump_balance(member: Member, **deltas: int) -> None:
+    changes = {name: F(name) + value for name, value in deltas.items() if value}
+    if changes:
+        Balance.objects.filter(member_id=member.pk).update(**changes)
+
+
+def _entry(
+    *, member: Member, operation: Operation | None, kind: str, points: int, now: dt.datetime,
+    description: str = "", source: Source = NO_SOURCE, lot_id: int | None = None,
+) -> Entry:
+    return Entry(
+        created_at=now, program_id=member.program_id, member=member, kind=kind, points=points,
+        lot_id=lot_id, operation=operation, description=description[:255],
+        source_type=source.type, source_id=str(source.id),
+    )
+
+
+def _check_points(points: int, *, allow_negative: bool = False) -> None:
+    if not isinstance(points, int) or isinstance(points, bool):
+        raise InvalidPoints("Points must be an integer.", param="points")
+    if points == 0 or (points < 0 and not allow_negative):
+        raise InvalidPoints("Points must be a positive integer.", param="points")
+
+
+def _spend_lots(*, operation: Operation, member: Member, points: int) -> list[Allocation]:
+    """Take ``points`` from the member's spendable lots, soonest expiry first."""
+    lots = (
+        Lot.objects.filter(member_id=member.pk).spendable().by_expiry().values_list("id", "remaining")
+    )
+    allocations, left = [], points
+    for lot_id, remaining in lots.iterator(chunk_size=100):
+        take = min(remaining, left)
+        allocations.append(Allocation(operation=operation, lot_id=lot_id, points=take))
+        left -= take
+        if not left:
+            break
+    if left:  # the balance row said yes but the lots disagree: refuse rather than overspend
+        raise InsufficientPoints(f"Only {points - left} points can be spent from this member's lots.")
+    _take_from_lots({a.lot_id: a.points for a in allocations})
+    return allocations
+
+
+def _take_from_lots(amounts: dict[int, int]) -> None:
+    if not amounts:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE ledger_lot SET remaining = remaining - v.n "
+            "FROM unnest(%s::bigint[], %s::int[]) AS v(id, n) WHERE ledger_lot.id = v.id",
+            [list(amounts), list(amounts.values())],
+        )
+
+
+def _give_back(
+    *, taken_by: Operation, operation: Operation, member: Member, now: dt.datetime, kind: str,
+    description: str, source: Source,
+) -> tuple[int, int, list[Entry]]:
+    """Return what ``taken_by`` took into the lots it came from, as part of ``operation``.
+
+    A lot that has expired meanwhile takes its points back and they expire at once
+    (a ``kind`` entry and an ``expire`` entry), so a cancel never revives expired points.
+    Returns (points returned, of which expired at once, entries to write).
+    """
+    allocations = list(
+        Allocation.objects.filter(operation=taken_by, returned__lt=F("points"))
+        .select_related("lot").order_by("id")
+    )
+    total = sum(a.points - a.returned for a in allocations)
+    live: dict[int, int] = {}
+    dead: dict[int, int] = {}
+    for allocation in allocations:
+        n = allocation.points - allocation.returned
+        lot = allocation.lot
+        if lot.expired_at is not None or (lot.expires_at is not None and lot.expires_at <= now):
+            dead[lot.pk] = dead.get(lot.pk, 0) + n
+        else:
+            live[lot.pk] = live.get(lot.pk, 0) + n
+    Allocation.objects.filter(pk__in=[a.pk for a in allocations]).update(returned=F("points"))
+    _take_from_lots({lot_id: -n for lot_id, n in live.items()})
+    entries = []
+    if total:
+        entries.append(_entry(member=member, operation=operation, kind=kind,
+                              points=total, now=now, description=description, source=source))
+    for lot_id, n in dead.items():
+        entries.append(_entry(member=member, operation=operation, kind=EntryKind.EXPIRE, points=-n, now=now,
+                              description="Returned points had already expired", source=source, lot_id=lot_id))
+    return total, sum(dead.values()), entries
+
+
+# --- earning ---------------------------------------------------------------------------
+
+
+def _new_lot(
+    *, operation: Operation, member: Member, points: int, now: dt.datetime, debt: int, source: Source,
+) -> tuple[Lot, dict[str, int]]:
+    """A lot for freshly credited points; debt from earlier reversals is settled from it first."""
+    program = member.program
+    matured = program.pending_days == 0
+    settle = min(debt, points)
+    lot = Lot.objects.create(
+        program_id=member.program_id, member=member, operation=operation, points=points,
+        remaining=points - settle, available_at=now + dt.timedelta(days=program.pending_days),
+        matured=matured,
+        expires_at=now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None,
+        created_at=now, source_type=source.type, source_id=str(source.id),
+    )
+    if matured:
+        deltas = {"available": points, "debt": -settle}
+    else:
+        deltas = {"available": settle, "pending": points - settle, "debt": -settle}
+    return lot, deltas
+
+
+def points_earn(
+    *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
+    now: dt.datetime | None = None,
+) -> Operation:
+    """Credit ``points`` as a new lot (pending until the program's pending period is over)."""
+    _check_points(points)
+    now = now or timezone.now()
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="earn", now=now,
+                           request={"points": points, "source": [source.type, str(source.id)]})
+        if operation.replayed:
+            return operation
+        balance = _lock_balance(member)
+        lot, deltas = _new_lot(operation=operation, member=member, points=points, now=now,
+                               debt=balance.debt, source=source)
+        _entry(member=member, operation=operation, kind=EntryKind.EARN, points=points, now=now,
+               description=description, source=source, lot_id=lot.pk).save(force_insert=True)
+        _bump_balance(member, lifetime_earned=points, **deltas)
+    return operation
+
+
+# --- spending --------------------------------------------------------------------------
+
+
+def points_redeem(
+    *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
+    now: dt.datetime | None = None,
+) -> Operation:
+    """Spend ``points`` at once, from the lots that expire soonest."""
+    _check_points(points)
+    now = now or timezone.now()
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="redeem", now=now,
+                           request={"points": points, "source": [source.type, str(source.id)]})
+        if operation.replayed:
+            return operation
+        balance = _lock_for_spending(member, now)
+        if balance.available < points:
+            raise InsufficientPoints(
+                f"{points} points requested, {max(balance.available, 0)} available.", param="points"
+            )
+        Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=points))
+        _entry(member=member, operation=operation, kind=EntryKind.REDEEM, points=-points, now=now,
+               description=description, source=source).save(force_insert=True)
+        _bump_balance(member, available=-points, lifetime_redeemed=points)
+    return operation
+
+
+def points_hold(
+    *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
+    timeout: dt.timedelta | None = None, now: dt.datetime | None = None,
+) -> Hold:
+    """Reserve ``points`` from specific lots until captured, voided or timed out."""
+    _check_points(points)
+    now = now or timezone.now()
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="hold", now=now,
+                           request={"points": points, "source": [source.type, str(source.id)]})
+        if operation.replayed:
+            return operation.hold
+        balance = _lock_for_spending(member, now)
+        if balance.available < points:
+            raise InsufficientPoints(
+                f"{points} points requested, {max(balance.available, 0)} available.", param="points"
+            )
+        Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=points))
+        timeout = timeout if timeout is not None else dt.timedelta(minutes=member.program.hold_timeout_minutes)
+        hold = Hold.objects.create(
+            program_id=member.program_id, member=member, operation=operation, points=points,
+            expires_at=now + timeout, created_at=now, description=description[:255],
+        )
+        _entry(member=member, operation=operation, kind=EntryKind.HOLD, points=-points, now=now,
+               description=description, source=source).save(force_insert=True)
+        _bump_balance(member, available=-points, held=points)
+    return hold
+
+
+def _locked_hold(hold: Hold) -> Hold:
+    return Hold.objects.select_related("operation").get(pk=hold.pk)
+
+
+def hold_capture(*, hold: Hold, key: str, now: dt.datetime | None = None) -> Hold:
+    """Turn an open hold into a redemption. Writes no entry: the ``hold`` entry already took the points."""
+    now = now or timezone.now()
+    member = hold.member
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="capture", now=now, request={"hold": hold.pk})
+        if operation.replayed:
+            return _locked_hold(hold)
+        _lock_balance(member)
+        hold = _locked_hold(hold)
+        if hold.status != Hold.Status.OPEN:
+            raise InvalidLedgerState(f"The hold is {hold.status}, not open.", code="hold_not_open")
+        if hold.expires_at <= now:
+            raise InvalidLedgerState("The hold has timed out.", code="hold_expired")
+        Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.CAPTURED, resolved_at=now)
+        _bump_balance(member, held=-hold.points, lifetime_redeemed=hold.points)
+        hold.status, hold.resolved_at = Hold.Status.CAPTURED, now
+    return hold
+
+
+def hold_void(
+    *, hold: Hold, key: str, now: dt.datetime | None = None, description: str = "Hold released",
+) -> Hold:
+    """Give a hold's points back to the lots they came from."""
+    now = now or timezone.now()
+    member = hold.member
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="void", now=now, request={"hold": hold.pk})
+        if operation.replayed:
+            return _locked_hold(hold)
+        _lock_for_spending(member, now)
+        hold = _locked_hold(hold)
+        if hold.status != Hold.Status.OPEN:
+            raise InvalidLedgerState(f"The hold is {hold.status}, not open.", code="hold_not_open")
+        returned, expired, entries = _give_back(
+            taken_by=hold.operation, operation=operation, member=member, now=now, kind=EntryKind.RELEASE,
+            description=description, source=Source("hold", str(hold.pk)),
+        )
+        Entry.objects.bulk_create(entries)
+        Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.VOIDED, resolved_at=now)
+        _bump_balance(member, held=-hold.points, available=returned - expired, lifetime_expired=expired)
+        hold.status, hold.resolved_at = Hold.Status.VOIDED, now
+    return hold
+
+
+def redemption_cancel(
+    *, redemption: Operation, key: str, now: dt.datetime | None = None,
+    description: str = "Redemption cancelled",
+) -> Operation:
+    """Cancel a captured redemption (a ``redeem`` or a captured hold): its points go back to
+    the lots they came from; points whose lot has expired meanwhile expire at once."""
+    now = now or timezone.now()
+    member = redemption.member
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="cancel", now=now, request={"redemption": redemption.pk})
+        if operation.replayed:
+            return operation
+        _lock_for_spending(member, now)
+        if redemption.kind == "hold":
+            status = Hold.objects.filter(operation=redemption).values_list("status", flat=True).first()
+            if status != Hold.Status.CAPTURED:
+                raise InvalidLedgerState(
+                    f"Only a captured redemption can be cancelled; this hold is {status}.",
+                    code="redemption_not_captured",
+                )
+        elif redemption.kind != "redeem":
+            raise InvalidLedgerState("Only a redemption can be cancelled.", code="not_a_redemption")
+        returned, expired, entries = _give_back(
+            taken_by=redemption, operation=operation, member=member, now=now, kind=EntryKind.REVERSE,
+            description=description, source=Source("redemption", str(redemption.pk)),
+        )
+        if not returned:
+            raise InvalidLedgerState("The redemption is already cancelled.", code="redemption_already_cancelled")
+        Entry.objects.bulk_create(entries)
+        _bump_balance(member, available=returned - expired, lifetime_redeemed=-returned, lifetime_expired=expired)
+        operation.result = {"redemption": redemption.pk, "returned": returned, "expired": expired}
+        Operation.objects.filter(pk=operation.pk).update(result=operation.result)
+    return operation
+
+
+# --- corrections -----------------------------------------------------------------------
+
+
+def points_reverse(
+    *, earn: Operation, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
+    now: dt.datetime | None = None,
+) -> Operation:
+    """Take back ``points`` of an earn: from its lot while it has them, then from the
+    member's other spendable points. What is left after that becomes debt (the balance goes
+    below zero) where the program allows it; elsewhere it is recorded as ``uncollected``."""
+    _check_points(points)
+    now = now or timezone.now()
+    member = earn.member
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="reverse", now=now,
+                           request={"earn": earn.pk, "points": points, "source": [source.type, str(source.id)]})
+        if operation.replayed:
+            return operation
+        _lock_for_spending(member, now)
+        if earn.kind != "earn":
+            raise InvalidLedgerState("Only an earn can be reversed.", code="not_an_earn")
+        lot = Lot.objects.get(operation=earn)
+        already = sum(
+            o["requested"] for o in Operation.objects.filter(
+                member_id=member.pk, kind="reverse", result__earn=earn.pk
+            ).values_list("result", flat=True)
+        )
+        if already + points > lot.points:
+            raise ReverseExceedsEarned(
+                f"{lot.points - already} of the {lot.points} points earned can still be reversed.",
+                param="points",
+            )
+        from_lot = min(points, lot.remaining)
+        _take_from_lots({lot.pk: from_lot})
+        deltas = {"available": -from_lot} if lot.matured else {"pending": -from_lot}
+        rest = points - from_lot
+        balance = Balance.objects.get(member_id=member.pk)
+        spendable_now = max(balance.available + deltas.get("available", 0), 0)
+        from_others = min(rest, spendable_now)
+        if from_others:
+            _spend_lots(operation=operation, member=member, points=from_others)
+            deltas["available"] = deltas.get("available", 0) - from_others
+        shortfall = rest - from_others
+        uncollected = 0
+        if shortfall and member.program.allow_negative_balance:
+            deltas["available"] = deltas.get("available", 0) - shortfall
+            deltas["debt"] = shortfall
+        else:
+            uncollected = shortfall
+        taken = points - uncollected
+        if taken:
+            _entry(member=member, operation=operation, kind=EntryKind.REVERSE, points=-taken, now=now,
+                   description=description, source=source, lot_id=lot.pk).save(force_insert=True)
+        _bump_balance(member, **deltas)
+        operation.result = {"earn": earn.pk, "requested": points, "reversed": taken, "uncollected": uncollected}
+        Operation.objects.filter(pk=operation.pk).update(result=operation.result)
+    return operation
+
+
+def points_adjust(
+    *, member: Member, points: int, key: str, reason: str, now: dt.datetime | None = None,
+) -> Operation:
+    """A manual correction: a credit becomes a new lot (expiring by the program's policy),
+    a debit spends the soonest-expiring points and cannot overdraw the balance."""
+    _check_points(points, allow_negative=True)
+    now = now or timezone.now()
+    source = Source("adjustment", key)
+    with transaction.atomic():
+        operation = _claim(member=member, key=key, kind="adjust", now=now,
+                           request={"points": points, "reason": reason})
+        if operation.replayed:
+            return operation
+        balance = _lock_for_spending(member, now)
+        if points > 0:
+            lot, deltas = _new_lot(operation=operation, member=member, points=points, now=now,
+                                   debt=balance.debt, source=source)
+            lot_id = lot.pk
+        else:
+            if balance.available < -points:
+                raise InsufficientPoints(
+                    f"{-points} points to deduct, {max(balance.available, 0)} available.", param="points"
+                )
+            Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=-points))
+            deltas, lot_id = {"available": points}, None
+        _entry(member=member, operation=operation, kind=EntryKind.ADJUST, points=points, now=now,
+               description=reason, source=source, lot_id=lot_id).save(force_insert=True)
+        _bump_balance(member, **deltas)
+    return operation
