@@ -194,3 +194,6 @@ class Allocation(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(returned__lte=models.F("points")), name="allocation_returned_le_points"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.points} from lot {self.lot_id}"

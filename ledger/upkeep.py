@@ -125,7 +125,8 @@ def holds_void_expired(*, now: dt.datetime | None = None) -> int:
 
     now = now or timezone.now()
     count = 0
-    for hold in Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lte=now).select_related("member").order_by("id"):
+    due = Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lte=now).select_related("member")
+    for hold in due.order_by("id"):
         try:
             with transaction.atomic():
                 hold_void(hold=hold, key=f"hold-timeout:{hold.pk}", now=now, description="Hold timed out")

@@ -13,6 +13,6 @@ app.conf.beat_schedule = {
     "ledger-mature-lots": {"task": "ledger.tasks.mature_lots", "schedule": 60.0},
     "ledger-void-expired-holds": {"task": "ledger.tasks.void_expired_holds", "schedule": 60.0},
     "ledger-expire-lots": {"task": "ledger.tasks.expire_lots", "schedule": crontab(hour=0, minute=15)},
-    "ledger-partitions-ahead": {"task": "ledger.tasks.ensure_partitions", "schedule": crontab(hour=0, minute=5)},
+    "ledger-partitions-ahead": {"task": "ledger.tasks.ensure_entry_partitions", "schedule": crontab(hour=0, minute=5)},
     "ledger-audit": {"task": "ledger.tasks.audit", "schedule": crontab(hour=2, minute=0)},
 }

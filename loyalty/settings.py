@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "pgtrigger",
     "accounts",
     "ledger",
@@ -196,6 +197,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Loyalty partner API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Security: strict unless told otherwise. LOYALTY_PLAIN_HTTP=1 is for a local
