@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from rest_framework_api_key.models import AbstractAPIKey
+from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 
 class Program(models.Model):
@@ -28,6 +28,12 @@ class Program(models.Model):
     )
     hold_timeout_minutes = models.PositiveIntegerField(
         default=30, help_text="A hold not captured within this time is voided."
+    )
+    enroll_on_first_event = models.BooleanField(
+        default=False, help_text="An event for an unknown member enrolls them instead of being refused."
+    )
+    rules_version = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Bumped by every change to the earning rules; caches follow it."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -55,6 +61,7 @@ class Member(models.Model):
     email = models.EmailField(blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    tier = models.CharField(max_length=64, blank=True)
     enrolled_at = models.DateTimeField()
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
@@ -78,6 +85,9 @@ class Member(models.Model):
 
 
 class Partner(models.Model):
+    # An authenticated API principal (request.user in the partner API).
+    is_authenticated = True
+
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="partners")
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
@@ -93,11 +103,18 @@ class Partner(models.Model):
         return f"{self.name} ({self.program.slug})"
 
 
+class PartnerAPIKeyManager(APIKeyManager):
+    def get_usable_keys(self):
+        return super().get_usable_keys().select_related("partner__program")
+
+
 class PartnerAPIKey(AbstractAPIKey):
     """A partner's API key: only a prefix and a hash are stored; the key is shown once."""
 
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="api_keys")
     last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PartnerAPIKeyManager()
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "partner API key"

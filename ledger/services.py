@@ -192,6 +192,13 @@ def _give_back(
     return total, sum(dead.values()), entries
 
 
+def members_lock(member_ids: Sequence[int]) -> dict[int, Balance]:
+    """Lock the balances of several members, in ``member_id`` order (callers that post for
+    many members in one transaction take their locks here first)."""
+    balances = Balance.objects.select_for_update().filter(member_id__in=sorted(set(member_ids))).order_by("member_id")
+    return {balance.member_id: balance for balance in balances}
+
+
 # --- earning ---------------------------------------------------------------------------
 
 

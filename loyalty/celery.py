@@ -14,5 +14,6 @@ app.conf.beat_schedule = {
     "ledger-void-expired-holds": {"task": "ledger.tasks.void_expired_holds", "schedule": 60.0},
     "ledger-expire-lots": {"task": "ledger.tasks.expire_lots", "schedule": crontab(hour=0, minute=15)},
     "ledger-partitions-ahead": {"task": "ledger.tasks.ensure_entry_partitions", "schedule": crontab(hour=0, minute=5)},
+    "rules-sweep-events": {"task": "rules.tasks.sweep_events", "schedule": 30.0},
     "ledger-audit": {"task": "ledger.tasks.audit", "schedule": crontab(hour=2, minute=0)},
 }

@@ -192,6 +192,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_AUTHENTICATION_CLASSES": ["loyalty.api.authentication.PartnerKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["loyalty.api.authentication.IsPartner"],
+    "EXCEPTION_HANDLER": "loyalty.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loyalty partner API",

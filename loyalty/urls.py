@@ -12,8 +12,12 @@ def healthz(request):
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("loyalty.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("", include("django_prometheus.urls")),
 ]
+
+handler404 = "loyalty.api.errors.json_not_found"
+handler500 = "loyalty.api.errors.json_server_error"

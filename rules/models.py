@@ -1,0 +1,181 @@
+"""Inbound events, custom event types and earning rules."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Member, Partner, Program
+
+BUILTIN_EVENT_TYPES = ("purchase", "refund", "signup")
+
+
+class EventType(models.Model):
+    """A custom event type of a program, with a JSON Schema for its ``properties``."""
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="event_types")
+    name = models.SlugField(max_length=64, help_text="The event's `type`, e.g. `review_written`.")
+    description = models.CharField(max_length=255, blank=True)
+    schema = models.JSONField(
+        default=dict, blank=True,
+        help_text="JSON Schema (draft 2020-12) that `properties` must satisfy. Empty: any object.",
+    )
+
+    class Meta:
+        ordering = ["program", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["program", "name"], name="event_type_unique_per_program"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Rule(models.Model):
+    class Kind(models.TextChoices):
+        SPEND = "spend", "Spend: points per currency unit"
+        PRODUCT = "product", "Product: points or multiplier per matching item"
+        EVENT = "event", "Event: fixed points for an event type"
+        MULTIPLIER = "multiplier", "Multiplier: scales what other rules award"
+
+    class Stacking(models.TextChoices):
+        CUMULATIVE = "cumulative", "Cumulative: adds to other rules"
+        EXCLUSIVE = "exclusive", "Exclusive: the highest-priority exclusive rule that fires wins alone"
+
+    class Rounding(models.TextChoices):
+        DOWN = "down"
+        NEAREST = "nearest"
+        UP = "up"
+
+    class CapPeriod(models.TextChoices):
+        DAY = "day"
+        WEEK = "week"
+        MONTH = "month"
+        LIFETIME = "lifetime"
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="rules")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    event_type = models.CharField(
+        max_length=64, blank=True, help_text="The event type this rule applies to. Empty: every type."
+    )
+    is_active = models.BooleanField(default=True)
+    active_from = models.DateTimeField(null=True, blank=True)
+    active_until = models.DateTimeField(null=True, blank=True)
+    priority = models.IntegerField(default=0, help_text="Higher runs first and wins among exclusive rules.")
+    stacking = models.CharField(max_length=16, choices=Stacking.choices, default=Stacking.CUMULATIVE)
+    condition = models.TextField(
+        blank=True,
+        help_text="CEL expression over `event`, `member`, `program` and `now`; the rule fires when it is true. "
+        "Example: `event.properties.channel == 'pos' && member.tier == 'gold'`.",
+    )
+    points_expression = models.TextField(
+        blank=True,
+        help_text="Advanced: a CEL expression that computes the points (overrides the kind's own computation). "
+        "Example: `int(event.properties.amount) * 2`.",
+    )
+    # spend and product
+    points_per_unit = models.DecimalField(
+        max_digits=12, decimal_places=4, default=1, help_text="Points per unit of currency spent."
+    )
+    rounding = models.CharField(max_length=8, choices=Rounding.choices, default=Rounding.DOWN)
+    min_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, null=True, blank=True, help_text="Spend below this earns nothing."
+    )
+    # product
+    skus = models.JSONField(default=list, blank=True, help_text='Matching SKUs, e.g. ["LATTE", "MOCHA"].')
+    categories = models.JSONField(default=list, blank=True, help_text='Matching categories, e.g. ["coffee"].')
+    points_per_item = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Points per matching unit. Empty: spend rate x item multiplier."
+    )
+    item_multiplier = models.DecimalField(
+        max_digits=8, decimal_places=4, null=True, blank=True,
+        help_text="For matching items without fixed points: points_per_unit x this x line amount.",
+    )
+    # event
+    points = models.PositiveIntegerField(null=True, blank=True, help_text="Fixed points for an event rule.")
+    # multiplier
+    multiplier = models.DecimalField(
+        max_digits=8, decimal_places=4, null=True, blank=True,
+        help_text="2 doubles what the other rules awarded (adds 1x as this rule's award).",
+    )
+    # caps
+    max_points_per_event = models.PositiveIntegerField(null=True, blank=True)
+    member_cap_period = models.CharField(max_length=16, choices=CapPeriod.choices, blank=True)
+    member_cap_points = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most points this rule gives one member per period."
+    )
+    member_cap_times = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most times this rule fires for one member per period (1 + lifetime: once)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["program", "-priority", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(kind="multiplier", stacking="exclusive"), name="rule_multiplier_not_exclusive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RuleUsage(models.Model):
+    """How much a rule gave one member in one cap period (``period`` is e.g. ``2026-11``)."""
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage")
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(max_length=16)
+    points = models.BigIntegerField(default=0)
+    times = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "member", "period"], name="rule_usage_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id}/{self.member_id}/{self.period}"
+
+
+class InboundEvent(models.Model):
+    """Everything a partner sent, valid or not: the durable queue of the pipeline."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
+    partner = models.ForeignKey(Partner, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    event_id = models.CharField(max_length=255, null=True, blank=True, help_text="Empty when the payload had none.")
+    type = models.CharField(max_length=64, blank=True)
+    member_external_id = models.CharField(max_length=255, blank=True)
+    member = models.ForeignKey(Member, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    order_id = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(help_text="The event exactly as it was received.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    error = models.JSONField(null=True, blank=True)
+    awards = models.JSONField(default=list, blank=True)
+    trace = models.JSONField(default=list, blank=True)
+    points = models.IntegerField(default=0)
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["program", "event_id"], name="event_id_unique_per_program"),
+        ]
+        indexes = [
+            models.Index(fields=["received_at"], name="event_waiting", condition=Q(status="received")),
+            models.Index(fields=["program", "order_id"], name="event_order", condition=~Q(order_id="")),
+            models.Index(fields=["program", "status", "-received_at"], name="event_inbox"),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id or f"event #{self.pk}"

@@ -1,0 +1,1 @@
+"""Shared plumbing of the partner API: authentication, the error envelope, strict input."""

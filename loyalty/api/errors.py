@@ -1,0 +1,91 @@
+"""The one error shape of the API:
+``{"error": {"type", "code", "message", "param"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from loyalty.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+
+def envelope(error_type: str, code: str, message: str, param: str | None = None) -> dict:
+    return {"error": {"type": error_type, "code": code, "message": message, "param": param}}
+
+
+def _first_error(detail, path: str = "") -> tuple[str, str, str | None]:
+    """(message, code, param) of the first error in a DRF ValidationError detail."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                return _first_error(value, path)
+            return _first_error(value, f"{path}.{key}" if path else str(key))
+    if isinstance(detail, list) and detail:
+        first = detail[0]
+        if isinstance(first, dict | list):
+            return _first_error(first, f"{path}.0" if path else "0")
+        return _first_error(first, path)
+    message = str(detail)
+    code = getattr(detail, "code", None) or "invalid"
+    return (f"{path}: {message}" if path else message), code, path or None
+
+
+_CODES = {
+    exceptions.ParseError: ("invalid_request_error", "invalid_json"),
+    exceptions.AuthenticationFailed: ("authentication_error", "invalid_api_key"),
+    exceptions.NotAuthenticated: ("authentication_error", "missing_api_key"),
+    exceptions.PermissionDenied: ("permission_error", "forbidden"),
+    exceptions.NotFound: ("not_found", "resource_missing"),
+    exceptions.MethodNotAllowed: ("invalid_request_error", "method_not_allowed"),
+    exceptions.NotAcceptable: ("invalid_request_error", "not_acceptable"),
+    exceptions.UnsupportedMediaType: ("invalid_request_error", "unsupported_media_type"),
+    exceptions.Throttled: ("rate_limit_error", "rate_limited"),
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        return Response(envelope(exc.error_type, exc.code, exc.message, exc.param), status=exc.status)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound("No such resource.")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        message, code, param = _first_error(exc.detail)
+        code = {"invalid": "invalid_field", "required": "missing_field", "null": "invalid_field"}.get(code, code)
+        return Response(envelope("invalid_request_error", code, message, param), status=400)
+    if isinstance(exc, exceptions.APIException):
+        error_type, code = next(
+            (value for cls, value in _CODES.items() if isinstance(exc, cls)), ("api_error", "api_error")
+        )
+        headers = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(int(exc.wait) + 1)
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            headers["WWW-Authenticate"] = "Bearer"
+        status = 401 if error_type == "authentication_error" else exc.status_code
+        return Response(envelope(error_type, code, str(exc.detail)), status=status, headers=headers)
+    logger.exception("unhandled API error", exc_info=exc)
+    return Response(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500)
+
+
+def json_not_found(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse(envelope("not_found", "resource_missing", "No such resource."), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def json_server_error(request):
+    if request.path.startswith("/api/"):
+        return JsonResponse(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)

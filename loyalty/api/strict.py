@@ -1,0 +1,29 @@
+"""Strict input: unknown body fields and unknown query parameters are refused, never ignored."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+
+class StrictSerializer(serializers.Serializer):
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise ValidationError({unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]})
+        return super().to_internal_value(data)
+
+
+class StrictQueryMixin:
+    """Views list the query parameters they take in ``query_params_allowed``."""
+
+    query_params_allowed: frozenset[str] = frozenset()
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        unknown = sorted(set(request.query_params) - set(self.query_params_allowed))
+        if unknown:
+            raise ValidationError(
+                {unknown[0]: [serializers.ErrorDetail("Unknown query parameter.", code="unknown_parameter")]}
+            )

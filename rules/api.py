@@ -1,0 +1,128 @@
+"""Partner API: events."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger.selectors import balance_read
+from loyalty.api.errors import envelope
+from loyalty.api.strict import StrictQueryMixin
+from rules.models import InboundEvent
+from rules.pipeline import event_submit, events_submit_batch
+
+MAX_BATCH = 1000
+
+ErrorSerializer = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
+    "type": serializers.CharField(), "code": serializers.CharField(), "message": serializers.CharField(),
+    "param": serializers.CharField(allow_null=True),
+})})
+BalanceSerializer = inline_serializer("Balance", {
+    "available": serializers.IntegerField(), "pending": serializers.IntegerField(),
+    "held": serializers.IntegerField(), "lifetime_earned": serializers.IntegerField(),
+    "lifetime_redeemed": serializers.IntegerField(), "lifetime_expired": serializers.IntegerField(),
+    "expiring": inline_serializer("ExpiringPoints", {
+        "points": serializers.IntegerField(), "expires_at": serializers.DateTimeField()}, many=True),
+})
+AwardSerializer = inline_serializer("Award", {
+    "points": serializers.IntegerField(), "rule": serializers.CharField(),
+    "campaign": serializers.CharField(allow_null=True),
+}, many=True)
+
+
+class EventInput(serializers.Serializer):
+    """For the schema: the pipeline itself checks the event, so that even invalid ones are kept."""
+
+    event_id = serializers.CharField(max_length=255)
+    type = serializers.CharField(max_length=64)
+    member_id = serializers.CharField(max_length=255)
+    occurred_at = serializers.DateTimeField(required=False)
+    properties = serializers.DictField(required=False)
+
+
+def _event_output(event: InboundEvent) -> dict:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "status": event.status,
+        "awards": [{k: a.get(k) for k in ("points", "rule", "campaign")} for a in event.awards],
+        "error": event.error,
+        "trace": event.trace,
+    }
+
+
+class EventCreateView(StrictQueryMixin, APIView):
+    @extend_schema(
+        request=EventInput,
+        responses={
+            201: inline_serializer("EventProcessed", {
+                "event_id": serializers.CharField(), "status": serializers.CharField(),
+                "awards": AwardSerializer, "balance": BalanceSerializer}),
+            200: OpenApiResponse(description="The same event_id again: the first result."),
+            400: ErrorSerializer, 404: ErrorSerializer,
+        },
+        summary="Send one event; it is qualified in real time",
+    )
+    def post(self, request):
+        partner = request.user
+        submission = event_submit(program=partner.program, partner=partner, payload=request.data)
+        event = submission.event
+        if event.status == InboundEvent.Status.REJECTED:
+            error = event.error or {}
+            code_status = 404 if error.get("type") == "not_found" else 400
+            return Response({"error": error}, status=code_status)
+        body = {"event_id": event.event_id, "status": event.status,
+                "awards": _event_output(event)["awards"]}
+        if event.member_id:
+            body["balance"] = balance_read(event.member)
+        return Response(body, status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK)
+
+
+class EventBatchView(StrictQueryMixin, APIView):
+    @extend_schema(
+        request=inline_serializer("EventBatch", {"events": EventInput(many=True)}),
+        responses={202: inline_serializer("EventBatchAccepted", {
+            "accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField(),
+            "rejected": inline_serializer("EventRejected", {
+                "index": serializers.IntegerField(), "event_id": serializers.CharField(allow_null=True),
+                "error": ErrorSerializer}, many=True),
+        }), 400: ErrorSerializer},
+        summary="Send up to 1,000 events; workers process them within seconds",
+    )
+    def post(self, request):
+        data = request.data
+        if not isinstance(data, dict):
+            raise ValidationError("The body must be an object with an `events` list.")
+        unknown = sorted(set(data) - {"events"})
+        if unknown:
+            return Response(envelope("invalid_request_error", "unknown_field", f"Unknown field: {unknown[0]}.",
+                                     unknown[0]), status=400)
+        events = data.get("events")
+        if not isinstance(events, list) or not events:
+            return Response(envelope("invalid_request_error", "missing_field",
+                                     "events must be a non-empty list.", "events"), status=400)
+        if len(events) > MAX_BATCH:
+            return Response(envelope("invalid_request_error", "batch_too_large",
+                                     f"At most {MAX_BATCH} events per batch; got {len(events)}.", "events"), status=400)
+        partner = request.user
+        result = events_submit_batch(program=partner.program, partner=partner, payloads=events)
+        return Response({"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected},
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class EventDetailView(StrictQueryMixin, APIView):
+    @extend_schema(
+        responses={200: inline_serializer("Event", {
+            "event_id": serializers.CharField(), "type": serializers.CharField(), "status": serializers.CharField(),
+            "awards": AwardSerializer, "error": ErrorSerializer, "trace": serializers.ListField()}),
+            404: ErrorSerializer},
+        summary="An event's status, awards, error and explanation trace",
+    )
+    def get(self, request, event_id: str):
+        event = InboundEvent.objects.filter(program_id=request.user.program_id, event_id=event_id).first()
+        if event is None:
+            raise NotFound(f"No event {event_id!r}.")
+        return Response(_event_output(event))

@@ -1,0 +1,334 @@
+"""The earning-rules engine: compile a program's rules once, qualify events against them.
+
+``qualify`` is a pure function: the same rules, event, member, usage and clock give the
+same awards and the same trace. The API, the workers, the admin's "try it" and backtests
+all go through it.
+
+Trace outcomes: ``fired``, ``condition_false``, ``not_this_event_type``, ``outside_window``,
+``cap_reached``, ``no_points``, ``beaten_by_exclusive``, ``error``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+
+import cel
+
+from rules.models import Rule
+
+CEL_VARIABLES = frozenset({"event", "member", "program", "now"})
+_ROUNDING = {"down": ROUND_FLOOR, "nearest": ROUND_HALF_UP, "up": ROUND_CEILING}
+
+
+class RuleCompileError(ValueError):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+def compile_cel(source: str, *, field_name: str) -> cel.Program | None:
+    """Compile a CEL expression, refusing unknown variables; None for an empty one."""
+    source = (source or "").strip()
+    if not source:
+        return None
+    try:
+        program = cel.compile(source)
+    except ValueError as exc:
+        raise RuleCompileError(field_name, str(exc)) from exc
+    unknown = set(program.variables()) - CEL_VARIABLES
+    if unknown:
+        raise RuleCompileError(
+            field_name,
+            f"Unknown variable(s) {', '.join(sorted(unknown))}: use event, member, program or now.",
+        )
+    return program
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: int
+    name: str
+    kind: str
+    event_type: str
+    priority: int
+    exclusive: bool
+    active_from: dt.datetime | None
+    active_until: dt.datetime | None
+    condition: cel.Program | None
+    points_expression: cel.Program | None
+    points_per_unit: Decimal
+    rounding: str
+    min_amount: Decimal | None
+    skus: frozenset[str]
+    categories: frozenset[str]
+    points_per_item: int | None
+    item_multiplier: Decimal | None
+    points: int | None
+    multiplier: Decimal | None
+    max_points_per_event: int | None
+    cap_period: str
+    cap_points: int | None
+    cap_times: int | None
+
+    @classmethod
+    def from_rule(cls, rule: Rule) -> CompiledRule:
+        return cls(
+            id=rule.pk, name=rule.name, kind=rule.kind, event_type=rule.event_type, priority=rule.priority,
+            exclusive=rule.stacking == Rule.Stacking.EXCLUSIVE,
+            active_from=rule.active_from, active_until=rule.active_until,
+            condition=compile_cel(rule.condition, field_name="condition"),
+            points_expression=compile_cel(rule.points_expression, field_name="points_expression"),
+            points_per_unit=Decimal(rule.points_per_unit), rounding=rule.rounding,
+            min_amount=rule.min_amount, skus=frozenset(rule.skus or ()), categories=frozenset(rule.categories or ()),
+            points_per_item=rule.points_per_item,
+            item_multiplier=Decimal(rule.item_multiplier) if rule.item_multiplier is not None else None,
+            points=rule.points,
+            multiplier=Decimal(rule.multiplier) if rule.multiplier is not None else None,
+            max_points_per_event=rule.max_points_per_event, cap_period=rule.member_cap_period,
+            cap_points=rule.member_cap_points, cap_times=rule.member_cap_times,
+        )
+
+
+def validate_rule(rule: Rule) -> None:
+    """Everything a rule must satisfy before it is saved; raises RuleCompileError(field, message)."""
+    CompiledRule.from_rule(rule)
+    if rule.kind == Rule.Kind.EVENT and rule.points is None and not rule.points_expression:
+        raise RuleCompileError("points", "An event rule needs its points (or a points expression).")
+    if rule.kind == Rule.Kind.MULTIPLIER:
+        if rule.multiplier is None or rule.multiplier <= 0:
+            raise RuleCompileError("multiplier", "A multiplier rule needs a multiplier above 0.")
+        if rule.stacking == Rule.Stacking.EXCLUSIVE:
+            raise RuleCompileError("stacking", "A multiplier rule scales other rules: it cannot be exclusive.")
+    if rule.kind == Rule.Kind.PRODUCT and not (rule.skus or rule.categories):
+        raise RuleCompileError("skus", "A product rule needs SKUs or categories to match.")
+    if (rule.member_cap_points or rule.member_cap_times) and not rule.member_cap_period:
+        raise RuleCompileError("member_cap_period", "A member cap needs its period.")
+    if rule.active_from and rule.active_until and rule.active_until <= rule.active_from:
+        raise RuleCompileError("active_until", "The window must end after it starts.")
+
+
+# --- the per-process cache, keyed by program version -------------------------------------
+
+_cache: dict[int, tuple[int, list[CompiledRule]]] = {}
+_cache_lock = threading.Lock()
+
+
+def rules_for(program) -> list[CompiledRule]:
+    """The program's active rules, compiled; recompiled when ``program.rules_version`` moves.
+
+    Every event loads its program row, so a change is seen by every process with its next event.
+    """
+    cached = _cache.get(program.pk)
+    if cached and cached[0] == program.rules_version:
+        return cached[1]
+    rules = [
+        CompiledRule.from_rule(rule)
+        for rule in Rule.objects.filter(program_id=program.pk, is_active=True).order_by("-priority", "id")
+    ]
+    with _cache_lock:
+        _cache[program.pk] = (program.rules_version, rules)
+    return rules
+
+
+# --- qualification ------------------------------------------------------------------------
+
+
+@dataclass
+class Award:
+    rule_id: int
+    rule: str
+    points: int
+
+    def as_dict(self) -> dict:
+        return {"points": self.points, "rule": self.rule, "rule_id": self.rule_id, "campaign": None}
+
+
+@dataclass
+class Qualification:
+    awards: list[Award] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+
+    @property
+    def points(self) -> int:
+        return sum(a.points for a in self.awards)
+
+
+def cap_period_key(period: str, when: dt.datetime) -> str:
+    if period == "day":
+        return when.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = when.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return when.strftime("%Y-%m")
+    return "lifetime"
+
+
+def _decimal(value) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+def _round(value: Decimal, mode: str) -> int:
+    return int(value.to_integral_value(rounding=_ROUNDING.get(mode, ROUND_FLOOR)))
+
+
+def _base_points(rule: CompiledRule, event: dict, context: cel.Context) -> int:
+    if rule.points_expression is not None:
+        value = rule.points_expression.execute(context)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"the points expression gave {value!r}, not a number")
+        return max(int(value), 0)
+    properties = event.get("properties") or {}
+    if rule.kind == "event":
+        return rule.points or 0
+    if rule.kind == "spend":
+        amount = _decimal(properties.get("amount"))
+        if amount is None or (rule.min_amount is not None and amount < rule.min_amount):
+            return 0
+        return max(_round(amount * rule.points_per_unit, rule.rounding), 0)
+    if rule.kind == "product":
+        total = Decimal(0)
+        for item in properties.get("items") or ():
+            if item.get("sku") not in rule.skus and item.get("category") not in rule.categories:
+                continue
+            quantity = _decimal(item.get("quantity", 1)) or Decimal(0)
+            if rule.points_per_item is not None:
+                total += quantity * rule.points_per_item
+            else:
+                price = _decimal(item.get("unit_price")) or Decimal(0)
+                total += quantity * price * rule.points_per_unit * (rule.item_multiplier or Decimal(1))
+        return max(_round(total, rule.rounding), 0)
+    return 0
+
+
+def _cap(rule: CompiledRule, points: int, usage: dict, when: dt.datetime) -> tuple[int, str]:
+    if rule.max_points_per_event is not None and points > rule.max_points_per_event:
+        points = rule.max_points_per_event
+    if rule.cap_period:
+        used_points, used_times = usage.get((rule.id, cap_period_key(rule.cap_period, when)), (0, 0))
+        if rule.cap_times is not None and used_times >= rule.cap_times:
+            return 0, f"fired {used_times} of {rule.cap_times} times this {rule.cap_period}"
+        if rule.cap_points is not None:
+            left = max(rule.cap_points - used_points, 0)
+            if left == 0:
+                return 0, f"gave {used_points} of {rule.cap_points} points this {rule.cap_period}"
+            points = min(points, left)
+    return points, ""
+
+
+def cel_context(*, event: dict, member: dict, program: dict, now: dt.datetime) -> cel.Context:
+    """The one context every rule of an event sees. Amounts are doubles, so
+    ``event.properties.amount > 50.0`` works; use ``int()`` / ``double()`` to mix types."""
+    properties = dict(event.get("properties") or {})
+    if "amount" in properties and properties["amount"] is not None:
+        amount = _decimal(properties["amount"])
+        properties["amount"] = float(amount) if amount is not None else properties["amount"]
+    if isinstance(properties.get("items"), list):
+        properties["items"] = [
+            {**item, "unit_price": float(_decimal(item.get("unit_price")) or 0)} if isinstance(item, dict) else item
+            for item in properties["items"]
+        ]
+    return cel.Context({
+        "event": {**event, "properties": properties},
+        "member": member,
+        "program": program,
+        "now": now,
+    })
+
+
+def qualify(
+    *, rules: list[CompiledRule], event: dict, member: dict, program: dict, now: dt.datetime,
+    usage: dict[tuple[int, str], tuple[int, int]] | None = None,
+) -> Qualification:
+    """Awards for one event, and why each rule did or did not fire.
+
+    ``event`` has ``type``, ``occurred_at`` (datetime) and ``properties``; ``usage`` maps
+    (rule id, cap period key) to (points, times) already given to this member.
+    """
+    usage = usage or {}
+    when = event.get("occurred_at") or now
+    context = cel_context(event=event, member=member, program=program, now=now)
+    result = Qualification()
+    candidates: list[tuple[CompiledRule, int]] = []
+    multipliers: list[CompiledRule] = []
+
+    def note(rule: CompiledRule, outcome: str, points: int = 0, detail: str = "") -> None:
+        result.trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": outcome, "points": points,
+                             "detail": detail})
+
+    for rule in rules:
+        if rule.event_type and rule.event_type != event.get("type"):
+            note(rule, "not_this_event_type", detail=f"applies to {rule.event_type}")
+            continue
+        if (rule.active_from and when < rule.active_from) or (rule.active_until and when >= rule.active_until):
+            note(rule, "outside_window", detail="the event is outside the rule's active window")
+            continue
+        try:
+            if rule.condition is not None and rule.condition.execute(context) is not True:
+                note(rule, "condition_false")
+                continue
+            if rule.kind == "multiplier":
+                multipliers.append(rule)
+                continue
+            points = _base_points(rule, event, context)
+        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+            note(rule, "error", detail=str(exc)[:300])
+            continue
+        points, why = _cap(rule, points, usage, when)
+        if why:
+            note(rule, "cap_reached", detail=why)
+        elif points <= 0:
+            note(rule, "no_points")
+        else:
+            candidates.append((rule, points))
+
+    winner = next((c for c in candidates if c[0].exclusive), None)
+    if winner is not None:
+        for rule, points in candidates:
+            if rule is winner[0]:
+                result.awards.append(Award(rule.id, rule.name, points))
+                note(rule, "fired", points)
+            else:
+                note(rule, "beaten_by_exclusive", detail=f"'{winner[0].name}' is exclusive")
+        for rule in multipliers:
+            note(rule, "beaten_by_exclusive", detail=f"'{winner[0].name}' is exclusive")
+        return result
+
+    for rule, points in candidates:
+        result.awards.append(Award(rule.id, rule.name, points))
+        note(rule, "fired", points)
+    base = sum(points for _rule, points in candidates)
+    for rule in multipliers:
+        extra = _round(Decimal(base) * (rule.multiplier - 1), "down") if base else 0
+        extra, why = _cap(rule, extra, usage, when)
+        if why:
+            note(rule, "cap_reached", detail=why)
+        elif extra <= 0:
+            note(rule, "no_points", detail="nothing to multiply" if not base else "")
+        else:
+            result.awards.append(Award(rule.id, rule.name, extra))
+            note(rule, "fired", extra)
+    return result
+
+
+def usage_increments(
+    rules: list[CompiledRule], qualification: Qualification, when: dt.datetime,
+) -> dict[tuple[int, str], tuple[int, int]]:
+    """What this event's awards add to the cap counters of capped rules."""
+    by_id = {rule.id: rule for rule in rules}
+    increments: dict[tuple[int, str], tuple[int, int]] = {}
+    for award in qualification.awards:
+        rule = by_id[award.rule_id]
+        if not rule.cap_period:
+            continue
+        key = (rule.id, cap_period_key(rule.cap_period, when))
+        points, times = increments.get(key, (0, 0))
+        increments[key] = (points + award.points, times + 1)
+    return increments

@@ -1,0 +1,413 @@
+"""The event pipeline: store every event, qualify it, post its awards.
+
+Single events are processed inline, in the request's transaction. Batches are written in
+bulk as ``received`` and processed by workers (``events_process``), set-based: one lock pass
+over the members' balances in member order, one batch earn, one bulk status update. The
+inbound table is the durable queue; a sweeper re-enqueues what waits too long.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Member, Partner, Program
+from accounts.services import member_create
+from ledger import services as ledger
+from ledger.models import Operation
+from ledger.services import EarnRequest, Source
+from rules import engine, metrics, refunds
+from rules.models import EventType, InboundEvent, RuleUsage
+from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_clean
+
+logger = logging.getLogger(__name__)
+
+
+def custom_schemas(program: Program) -> dict[str, dict]:
+    types = EventType.objects.filter(program=program).values_list("name", "schema")
+    return {name: schema or {} for name, schema in types}
+
+
+def member_context(member: Member, balance) -> dict:
+    return {
+        "external_id": member.external_id,
+        "email": member.email,
+        "attributes": member.attributes or {},
+        "tier": member.tier,
+        "status": member.status,
+        "enrolled_at": member.enrolled_at,
+        "lifetime_earned": balance.lifetime_earned if balance else 0,
+        "lifetime_redeemed": balance.lifetime_redeemed if balance else 0,
+        "available": balance.available if balance else 0,
+    }
+
+
+def program_context(program: Program) -> dict:
+    return {"slug": program.slug, "name": program.name, "points_name": program.points_name}
+
+
+def event_context(clean: CleanEvent) -> dict:
+    return {"id": clean.event_id, "type": clean.type, "occurred_at": clean.occurred_at,
+            "properties": clean.properties}
+
+
+def earn_key(event: InboundEvent) -> str:
+    return f"event:{event.pk}"
+
+
+def _error(exc: EventInvalid) -> dict:
+    return {"type": exc.error_type, "code": exc.code, "message": exc.message, "param": exc.param}
+
+
+def _resolve_member(program: Program, external_id: str) -> Member:
+    member = Member.objects.filter(program=program, external_id=external_id).first()
+    if member is not None:
+        return member
+    if not program.enroll_on_first_event:
+        raise MemberNotFound(f"No member {external_id!r} in this program.", param="member_id")
+    try:
+        return member_create(program=program, external_id=external_id)
+    except Exception:  # enrolled concurrently by another event
+        return Member.objects.get(program=program, external_id=external_id)
+
+
+def _usage(rules: list[engine.CompiledRule], member_ids: Sequence[int]) -> dict[int, dict]:
+    capped = [rule.id for rule in rules if rule.cap_period]
+    usage: dict[int, dict] = {member_id: {} for member_id in member_ids}
+    if capped:
+        for rule_id, member_id, period, points, times in RuleUsage.objects.filter(
+            rule_id__in=capped, member_id__in=member_ids
+        ).values_list("rule_id", "member_id", "period", "points", "times"):
+            usage[member_id][(rule_id, period)] = (points, times)
+    return usage
+
+
+def _save_usage(increments: dict[tuple[int, int, str], tuple[int, int]]) -> None:
+    if not increments:
+        return
+    rows = [{"r": r, "m": m, "p": p, "pt": pt, "t": t} for (r, m, p), (pt, t) in increments.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO rules_ruleusage (rule_id, member_id, period, points, times) "
+            "SELECT r, m, p, pt, t FROM jsonb_to_recordset(%s::jsonb) "
+            "AS x(r bigint, m bigint, p text, pt bigint, t int) "
+            "ON CONFLICT (rule_id, member_id, period) DO UPDATE "
+            "SET points = rules_ruleusage.points + EXCLUDED.points, times = rules_ruleusage.times + EXCLUDED.times",
+            [json.dumps(rows)],
+        )
+
+
+# --- single events, inline --------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    event: InboundEvent
+    created: bool
+
+
+def event_submit(*, program: Program, partner: Partner | None, payload: object) -> Submission:
+    """Store one event and, when it is valid, qualify and post it before returning.
+
+    The same ``event_id`` again returns the first event untouched (``created=False``), except
+    that a ``rejected`` event may be sent again with the same id and is then tried anew.
+    """
+    now = timezone.now()
+    event_id = payload.get("event_id") if isinstance(payload, dict) else None
+    event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 255 else None
+    with transaction.atomic(durable=True):
+        event, created = _store_one(program, partner, payload, event_id, now)
+        if not created and event.status != InboundEvent.Status.REJECTED:
+            return Submission(event, False)
+        event.payload, event.received_at = payload, now
+        _process_inline(program, event, now)
+    metrics.observe(program, [event], now)
+    return Submission(event, True)
+
+
+def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, bool]:
+    if event_id is None:
+        return InboundEvent.objects.create(program=program, partner=partner, payload=payload, received_at=now), True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO rules_inboundevent (program_id, partner_id, event_id, type, member_external_id, order_id, "
+            "payload, status, awards, trace, points, received_at) VALUES (%s, %s, %s, '', '', '', %s, 'received', "
+            "'[]', '[]', 0, %s) ON CONFLICT (program_id, event_id) DO NOTHING RETURNING id",
+            [program.pk, partner.pk if partner else None, event_id, json.dumps(payload), now],
+        )
+        row = cursor.fetchone()
+    if row:
+        return InboundEvent.objects.get(pk=row[0]), True
+    return InboundEvent.objects.select_for_update().get(program=program, event_id=event_id), False
+
+
+def _process_inline(program: Program, event: InboundEvent, now: dt.datetime) -> None:
+    """Validate, qualify and post one stored event, inside the caller's transaction."""
+    try:
+        clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now)
+        event.type, event.member_external_id = clean.type, clean.member_id
+        event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
+        with transaction.atomic():
+            member = _resolve_member(program, clean.member_id)
+            event.member = member
+            balance = ledger.members_lock([member.pk]).get(member.pk)
+            if clean.type == "refund":
+                refunds.refund_post(program=program, event=event, clean=clean, member=member, now=now)
+            else:
+                rules = engine.rules_for(program)
+                usage = _usage(rules, [member.pk])[member.pk]
+                qualification = engine.qualify(
+                    rules=rules, event=event_context(clean), member=member_context(member, balance),
+                    program=program_context(program), now=now, usage=usage,
+                )
+                if qualification.points:
+                    ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
+                                       description=f"{clean.type} {clean.event_id}",
+                                       source=Source("event", clean.event_id), now=now)
+                _save_usage({(r, member.pk, p): v for (r, p), v in
+                             engine.usage_increments(rules, qualification, clean.occurred_at).items()})
+                event.awards = [award.as_dict() for award in qualification.awards]
+                event.trace, event.points = qualification.trace, qualification.points
+            event.status, event.error, event.processed_at = InboundEvent.Status.PROCESSED, None, now
+    except EventInvalid as exc:
+        event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
+        event.awards, event.trace, event.points = [], [], 0
+    event.save()
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)
+    received_ids: list[int] = field(default_factory=list)
+
+
+_BATCH_INSERT_SQL = """
+INSERT INTO rules_inboundevent (program_id, partner_id, event_id, type, member_external_id, member_id,
+    occurred_at, order_id, payload, status, error, awards, trace, points, received_at, processed_at)
+SELECT %(program)s, %(partner)s, x.event_id, x.type, x.member_external_id, x.member_id, x.occurred_at,
+       x.order_id, x.payload, x.status, x.error, '[]', '[]', 0, %(now)s,
+       CASE WHEN x.status = 'rejected' THEN %(now)s::timestamptz END
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(
+    idx int, event_id text, type text, member_external_id text, member_id bigint, occurred_at timestamptz,
+    order_id text, payload jsonb, status text, error jsonb)
+ORDER BY x.idx
+ON CONFLICT (program_id, event_id) DO NOTHING
+RETURNING id, event_id, status
+"""
+
+
+def events_submit_batch(*, program: Program, partner: Partner | None, payloads: list) -> BatchResult:
+    """Validate and store a batch in bulk; valid events are processed by workers after commit."""
+    now = timezone.now()
+    schemas = custom_schemas(program)
+    result = BatchResult()
+    rows, seen = [], set()
+    cleaned: list[tuple[int, CleanEvent]] = []
+    for index, payload in enumerate(payloads):
+        raw_id = payload.get("event_id") if isinstance(payload, dict) else None
+        event_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 255 else None
+        if event_id is not None and event_id in seen:
+            result.duplicates += 1
+            continue
+        if event_id is not None:
+            seen.add(event_id)
+        try:
+            cleaned.append((index, event_clean(payload, custom_schemas=schemas, now=now)))
+        except EventInvalid as exc:
+            result.rejected.append({"index": index, "event_id": raw_id if isinstance(raw_id, str) else None,
+                                    "error": _error(exc)})
+            rows.append({"idx": index, "event_id": event_id, "type": "", "member_external_id": "",
+                         "member_id": None, "occurred_at": None, "order_id": "", "payload": payload,
+                         "status": "rejected", "error": _error(exc)})
+    members = dict(Member.objects.filter(program=program, external_id__in={c.member_id for _i, c in cleaned})
+                   .values_list("external_id", "id"))
+    for index, clean in cleaned:
+        member_id = members.get(clean.member_id)
+        if member_id is None and program.enroll_on_first_event:
+            member_id = _resolve_member(program, clean.member_id).pk
+            members[clean.member_id] = member_id
+        status, error = "received", None
+        if member_id is None:
+            error = _error(MemberNotFound(f"No member {clean.member_id!r} in this program.", param="member_id"))
+            status = "rejected"
+            result.rejected.append({"index": index, "event_id": clean.event_id, "error": error})
+        rows.append({"idx": index, "event_id": clean.event_id, "type": clean.type,
+                     "member_external_id": clean.member_id, "member_id": member_id,
+                     "occurred_at": clean.occurred_at.isoformat(), "order_id": clean.order_id,
+                     "payload": payloads[index], "status": status, "error": error})
+    rows.sort(key=lambda row: row["idx"])
+    with transaction.atomic(durable=True):
+        with connection.cursor() as cursor:
+            cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
+                                               "now": now, "rows": json.dumps(rows)})
+            inserted = cursor.fetchall()
+        stored_ids = {event_id for _pk, event_id, _status in inserted}
+        # A rejected payload whose event_id was taken is still kept, without the id.
+        lost = [dict(row, event_id=None) for row in rows
+                if row["status"] == "rejected" and row["event_id"] is not None and row["event_id"] not in stored_ids]
+        if lost:
+            with connection.cursor() as cursor:
+                cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
+                                                   "now": now, "rows": json.dumps(lost)})
+        result.received_ids = [pk for pk, _event_id, status in inserted if status == "received"]
+        result.accepted = len(result.received_ids)
+        result.duplicates += sum(1 for row in rows if row["status"] == "received" and row["event_id"] not in stored_ids)
+        ids = list(result.received_ids)
+        transaction.on_commit(lambda: enqueue(ids))
+    metrics.count_received(program, rows)
+    return result
+
+
+def enqueue(event_ids: list[int], chunk: int = 250) -> None:
+    from rules.tasks import process_events
+
+    for start in range(0, len(event_ids), chunk):
+        process_events.delay(event_ids[start:start + chunk])
+
+
+def events_process(event_ids: Sequence[int]) -> int:
+    """Process waiting events set-based; safe to run twice and concurrently (SKIP LOCKED).
+    Returns how many events were processed here."""
+    now = timezone.now()
+    try:
+        with transaction.atomic(durable=True):
+            events = list(
+                InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk__in=list(event_ids), status=InboundEvent.Status.RECEIVED)
+                .select_related("program", "member").order_by("occurred_at", "id")
+            )
+            if not events:
+                return 0
+            done = _process_set(events, now)
+    except Exception:
+        logger.exception("batch of %d events failed; processing them one by one", len(event_ids))
+        return sum(_process_alone(pk) for pk in event_ids)
+    for program, group in _by_program(done).items():
+        metrics.observe(program, group, now)
+    return len(done)
+
+
+def _by_program(events: list[InboundEvent]) -> dict[Program, list[InboundEvent]]:
+    groups: dict[int, tuple[Program, list]] = {}
+    for event in events:
+        groups.setdefault(event.program_id, (event.program, []))[1].append(event)
+    return {program: group for program, group in groups.values()}
+
+
+def _process_set(events: list[InboundEvent], now: dt.datetime) -> list[InboundEvent]:
+    balances = ledger.members_lock([event.member_id for event in events])
+    done: list[InboundEvent] = []
+    refunds_later: list[InboundEvent] = []
+    for program, group in _by_program(events).items():
+        rules = engine.rules_for(program)
+        usage = _usage(rules, list({event.member_id for event in group}))
+        requests, increments = [], {}
+        for event in group:
+            clean = CleanEvent(event.event_id, event.type, event.member_external_id, event.occurred_at,
+                               (event.payload or {}).get("properties") or {})
+            if event.type == "refund":
+                refunds_later.append(event)
+                continue
+            member_usage = usage[event.member_id]
+            qualification = engine.qualify(
+                rules=rules, event=event_context(clean), program=program_context(program), now=now,
+                member=member_context(event.member, balances.get(event.member_id)), usage=member_usage,
+            )
+            for (rule_id, period), (points, times) in engine.usage_increments(
+                rules, qualification, clean.occurred_at
+            ).items():
+                old = member_usage.get((rule_id, period), (0, 0))
+                member_usage[(rule_id, period)] = (old[0] + points, old[1] + times)
+                inc = increments.get((rule_id, event.member_id, period), (0, 0))
+                increments[(rule_id, event.member_id, period)] = (inc[0] + points, inc[1] + times)
+            if qualification.points:
+                requests.append(EarnRequest(event.member_id, qualification.points, earn_key(event),
+                                            f"{event.type} {event.event_id}", Source("event", event.event_id)))
+            event.awards = [award.as_dict() for award in qualification.awards]
+            event.trace, event.points = qualification.trace, qualification.points
+            event.status, event.processed_at = InboundEvent.Status.PROCESSED, now
+            done.append(event)
+        if requests:
+            ledger.points_earn_many(program=program, requests=requests, now=now)
+        _save_usage(increments)
+    _bulk_mark(done)
+    for event in refunds_later:
+        _process_inline(event.program, event, now)
+        done.append(event)
+    return done
+
+
+def _bulk_mark(events: list[InboundEvent]) -> None:
+    if not events:
+        return
+    rows = [{"id": e.pk, "awards": e.awards, "trace": e.trace, "points": e.points} for e in events]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE rules_inboundevent e SET status = 'processed', error = NULL, awards = x.awards, "
+            "trace = x.trace, points = x.points, processed_at = %s "
+            "FROM jsonb_to_recordset(%s::jsonb) AS x(id bigint, awards jsonb, trace jsonb, points int) "
+            "WHERE e.id = x.id",
+            [events[0].processed_at, json.dumps(rows, default=str)],
+        )
+
+
+def _process_alone(pk: int) -> int:
+    """Process one event in its own transaction; a failure marks it ``failed`` with the reason."""
+    now = timezone.now()
+    try:
+        with transaction.atomic(durable=True):
+            event = (InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
+                     .filter(pk=pk, status=InboundEvent.Status.RECEIVED).select_related("program").first())
+            if event is None:
+                return 0
+            _process_inline(event.program, event, now)
+        metrics.observe(event.program, [event], now)
+        return 1
+    except Exception as exc:  # a bug or bad data: keep the event, say why, move on
+        logger.exception("event %s failed", pk)
+        InboundEvent.objects.filter(pk=pk, status=InboundEvent.Status.RECEIVED).update(
+            status=InboundEvent.Status.FAILED, processed_at=now,
+            error={"type": "api_error", "code": "processing_failed", "message": str(exc)[:500], "param": None},
+        )
+        return 0
+
+
+def event_reprocess(*, event: InboundEvent) -> InboundEvent:
+    """Try a rejected or failed event again (the admin's "reprocess")."""
+    if event.status not in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
+        return event
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        event = InboundEvent.objects.select_for_update().select_related("program").get(pk=event.pk)
+        if event.status in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
+            _process_inline(event.program, event, now)
+    metrics.observe(event.program, [event], now)
+    return event
+
+
+def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: int = 20000) -> int:
+    """Re-enqueue events left ``received`` too long (a lost message, a dead worker)."""
+    cutoff = timezone.now() - older_than
+    ids = list(
+        InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED, received_at__lt=cutoff)
+        .order_by("id").values_list("id", flat=True)[:limit]
+    )
+    if ids:
+        logger.info("sweeper: re-enqueueing %d waiting events", len(ids))
+        enqueue(ids)
+    return len(ids)
+
+
+def purchase_earn(program: Program, purchase: InboundEvent) -> Operation | None:
+    return Operation.objects.filter(program=program, key=earn_key(purchase)).first()

@@ -1,0 +1,52 @@
+"""Writes for earning rules and custom event types: validated here, for admin, API and import alike."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import Program
+from rules.engine import RuleCompileError, validate_rule
+from rules.models import EventType, Rule
+from rules.validation import schema_check
+
+
+def _bump_rules_version(program_id: int) -> None:
+    Program.objects.filter(pk=program_id).update(rules_version=F("rules_version") + 1)
+
+
+def rule_check(rule: Rule) -> None:
+    """Raise ``ValidationError`` keyed by field (the CEL compiler's message on the CEL fields)."""
+    try:
+        validate_rule(rule)
+    except RuleCompileError as exc:
+        raise ValidationError({exc.field_name: exc.message}) from exc
+
+
+def rule_save(*, rule: Rule) -> Rule:
+    rule_check(rule)
+    with transaction.atomic():
+        rule.save()
+        _bump_rules_version(rule.program_id)
+    return rule
+
+
+def rule_delete(*, rule: Rule) -> None:
+    with transaction.atomic():
+        program_id = rule.program_id
+        rule.delete()
+        _bump_rules_version(program_id)
+
+
+def event_type_save(*, event_type: EventType) -> EventType:
+    from rules.validation import BUILTIN_SCHEMAS
+
+    if event_type.name in BUILTIN_SCHEMAS:
+        raise ValidationError({"name": f"{event_type.name!r} is a built-in event type."})
+    try:
+        schema_check(event_type.schema or {})
+    except ValueError as exc:
+        raise ValidationError({"schema": str(exc)}) from exc
+    event_type.save()
+    return event_type

@@ -1,0 +1,149 @@
+"""What makes an event valid: its envelope, then its properties against its type's JSON Schema.
+
+Built-in types have schemas here; programs declare custom types (``EventType``) with their own.
+One function, ``event_clean``, serves the single endpoint, batches and reprocessing alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+
+from django.utils.dateparse import parse_datetime
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from loyalty.errors import DomainError
+
+DECIMAL = {"type": "string", "pattern": r"^\d{1,12}(\.\d{1,4})?$"}
+ITEM = {
+    "type": "object",
+    "required": ["sku", "quantity"],
+    "properties": {
+        "sku": {"type": "string", "minLength": 1, "maxLength": 128},
+        "category": {"type": "string", "maxLength": 128},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 100000},
+        "unit_price": DECIMAL,
+    },
+}
+BUILTIN_SCHEMAS: dict[str, dict] = {
+    "purchase": {
+        "type": "object",
+        "required": ["order_id", "amount", "currency"],
+        "properties": {
+            "order_id": {"type": "string", "minLength": 1, "maxLength": 255},
+            "amount": DECIMAL,
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "channel": {"type": "string", "maxLength": 64},
+            "items": {"type": "array", "maxItems": 500, "items": ITEM},
+        },
+    },
+    "refund": {
+        "type": "object",
+        "required": ["order_id"],
+        "properties": {
+            "order_id": {"type": "string", "minLength": 1, "maxLength": 255},
+            "amount": DECIMAL,
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "items": {"type": "array", "maxItems": 500, "items": ITEM},
+        },
+    },
+    "signup": {"type": "object"},
+}
+ENVELOPE_FIELDS = {"event_id", "type", "member_id", "occurred_at", "properties"}
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
+_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class EventInvalid(DomainError):
+    """An event that cannot be processed; it is kept as ``rejected`` with this error."""
+
+    code = "invalid_event"
+    status = 400
+
+
+class MemberNotFound(EventInvalid):
+    code = "member_not_found"
+    error_type = "not_found"
+    status = 404
+
+
+@dataclass(frozen=True)
+class CleanEvent:
+    event_id: str
+    type: str
+    member_id: str
+    occurred_at: dt.datetime
+    properties: dict
+
+    @property
+    def order_id(self) -> str:
+        return str(self.properties.get("order_id", "")) if self.type in ("purchase", "refund") else ""
+
+
+def schema_check(schema: dict) -> None:
+    """Raise ValueError when ``schema`` is not a valid JSON Schema."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"Not a valid JSON Schema: {exc.message}") from exc
+
+
+_validators: dict[str, Draft202012Validator] = {}
+
+
+def _validator(schema: dict) -> Draft202012Validator:
+    key = json.dumps(schema, sort_keys=True)
+    validator = _validators.get(key)
+    if validator is None:
+        validator = Draft202012Validator(schema)
+        if len(_validators) < 1000:
+            _validators[key] = validator
+    return validator
+
+
+def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime) -> CleanEvent:
+    """Check one event; raise ``EventInvalid`` with a code and the offending field."""
+    if not isinstance(payload, dict):
+        raise EventInvalid("An event must be a JSON object.")
+    unknown = sorted(set(payload) - ENVELOPE_FIELDS)
+    if unknown:
+        raise EventInvalid(f"Unknown field: {unknown[0]}.", param=unknown[0], code="unknown_field")
+    for name in ("event_id", "type", "member_id"):
+        if not isinstance(payload.get(name), str) or not payload[name]:
+            raise EventInvalid(f"{name} is required and must be a non-empty string.", param=name,
+                               code="missing_field" if name not in payload else "invalid_field")
+    if not _EVENT_ID.match(payload["event_id"]):
+        raise EventInvalid("event_id must be 1-255 characters of letters, digits and . _ : -.",
+                           param="event_id", code="invalid_field")
+    if len(payload["member_id"]) > 255:
+        raise EventInvalid("member_id is longer than 255 characters.", param="member_id", code="invalid_field")
+    event_type = payload["type"]
+    if not _TYPE.match(event_type):
+        raise EventInvalid("type must be lower-case letters, digits and underscores.", param="type",
+                           code="invalid_field")
+    occurred_raw = payload.get("occurred_at")
+    occurred_at = parse_datetime(occurred_raw) if isinstance(occurred_raw, str) else None
+    if occurred_raw is None:
+        occurred_at = now
+    elif occurred_at is None or occurred_at.tzinfo is None:
+        raise EventInvalid("occurred_at must be an ISO 8601 timestamp with a time zone.", param="occurred_at",
+                           code="invalid_field")
+    elif occurred_at > now + dt.timedelta(minutes=5):
+        raise EventInvalid("occurred_at is in the future.", param="occurred_at", code="invalid_field")
+    properties = payload.get("properties", {})
+    if not isinstance(properties, dict):
+        raise EventInvalid("properties must be an object.", param="properties", code="invalid_field")
+    schema = BUILTIN_SCHEMAS.get(event_type)
+    if schema is None:
+        schema = custom_schemas.get(event_type)
+    if schema is None:
+        raise EventInvalid(f"Unknown event type {event_type!r}.", param="type", code="unknown_event_type")
+    error = next(iter(sorted(_validator(schema).iter_errors(properties), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path)
+        param = f"properties.{where}" if where else "properties"
+        raise EventInvalid(f"{param}: {error.message}", param=param, code="invalid_properties")
+    return CleanEvent(payload["event_id"], event_type, payload["member_id"], occurred_at, properties)
