@@ -47,3 +47,14 @@ def partner_create(*, program: Program, name: str) -> tuple[Partner, str]:
         partner = Partner.objects.create(program=program, name=name)
         _api_key, key = partner_key_create(partner=partner)
     return partner, key
+
+
+def member_update(*, member: Member, email: str | None = None, attributes: dict | None = None) -> Member:
+    fields = []
+    if email is not None:
+        member.email, fields = email, [*fields, "email"]
+    if attributes is not None:
+        member.attributes, fields = attributes, [*fields, "attributes"]
+    if fields:
+        member.save(update_fields=fields)
+    return member

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,12 @@ def _local_defaults(state_dir: Path) -> None:
     os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
     os.environ.setdefault("LOYALTY_PLAIN_HTTP", "1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty.settings")
+    # Web and worker processes share their Prometheus metrics through this folder.
+    metrics_dir = state_dir / "prometheus"
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
 
 def _embedded_services() -> list:

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger.selectors import balance_read
+from loyalty.api import schema
 from loyalty.api.errors import envelope
 from loyalty.api.strict import StrictQueryMixin
 from rules.models import InboundEvent
@@ -16,17 +17,6 @@ from rules.pipeline import event_submit, events_submit_batch
 
 MAX_BATCH = 1000
 
-ErrorSerializer = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
-    "type": serializers.CharField(), "code": serializers.CharField(), "message": serializers.CharField(),
-    "param": serializers.CharField(allow_null=True),
-})})
-BalanceSerializer = inline_serializer("Balance", {
-    "available": serializers.IntegerField(), "pending": serializers.IntegerField(),
-    "held": serializers.IntegerField(), "lifetime_earned": serializers.IntegerField(),
-    "lifetime_redeemed": serializers.IntegerField(), "lifetime_expired": serializers.IntegerField(),
-    "expiring": inline_serializer("ExpiringPoints", {
-        "points": serializers.IntegerField(), "expires_at": serializers.DateTimeField()}, many=True),
-})
 AwardSerializer = inline_serializer("Award", {
     "points": serializers.IntegerField(), "rule": serializers.CharField(),
     "campaign": serializers.CharField(allow_null=True),
@@ -60,9 +50,9 @@ class EventCreateView(StrictQueryMixin, APIView):
         responses={
             201: inline_serializer("EventProcessed", {
                 "event_id": serializers.CharField(), "status": serializers.CharField(),
-                "awards": AwardSerializer, "balance": BalanceSerializer}),
+                "awards": AwardSerializer, "balance": schema.Balance()}),
             200: OpenApiResponse(description="The same event_id again: the first result."),
-            400: ErrorSerializer, 404: ErrorSerializer,
+            400: schema.Error, 404: schema.Error,
         },
         summary="Send one event; it is qualified in real time",
     )
@@ -88,8 +78,8 @@ class EventBatchView(StrictQueryMixin, APIView):
             "accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField(),
             "rejected": inline_serializer("EventRejected", {
                 "index": serializers.IntegerField(), "event_id": serializers.CharField(allow_null=True),
-                "error": ErrorSerializer}, many=True),
-        }), 400: ErrorSerializer},
+                "error": schema.ErrorBody()}, many=True),
+        }), 400: schema.Error},
         summary="Send up to 1,000 events; workers process them within seconds",
     )
     def post(self, request):
@@ -117,8 +107,8 @@ class EventDetailView(StrictQueryMixin, APIView):
     @extend_schema(
         responses={200: inline_serializer("Event", {
             "event_id": serializers.CharField(), "type": serializers.CharField(), "status": serializers.CharField(),
-            "awards": AwardSerializer, "error": ErrorSerializer, "trace": serializers.ListField()}),
-            404: ErrorSerializer},
+            "awards": AwardSerializer, "error": schema.ErrorBody(allow_null=True), "trace": serializers.ListField()}),
+            404: schema.Error},
         summary="An event's status, awards, error and explanation trace",
     )
     def get(self, request, event_id: str):

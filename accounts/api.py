@@ -1,0 +1,138 @@
+"""Partner API: members."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Member
+from accounts.services import member_create, member_update
+from ledger.selectors import balance_read
+from loyalty.api import schema
+from loyalty.api.idempotency import IdempotentMixin
+from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
+from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+from loyalty.errors import NotFound
+
+
+def EmailField(**kwargs) -> serializers.RegexField:  # noqa: N802 - a field factory
+    """Lenient on purpose (``a@b.c`` is accepted): partners' systems hold all sorts of addresses."""
+    return serializers.RegexField(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", **kwargs)
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
+
+
+def member_get(request, external_id: str) -> Member:
+    """A member of the caller's program; any other is 404, exactly as if it did not exist."""
+    member = Member.objects.filter(program_id=request.user.program_id, external_id=external_id).first()
+    if member is None:
+        raise MemberNotFound(f"No member {external_id!r}.", param="member_id")
+    return member
+
+
+def member_output(member: Member, *, balance: dict | None = None) -> dict:
+    return {
+        "external_id": member.external_id,
+        "email": member.email,
+        "attributes": member.attributes,
+        "tier": member.tier or None,
+        "status": member.status,
+        "enrolled_at": serializers.DateTimeField().to_representation(member.enrolled_at),
+        "balance": balance if balance is not None else balance_read(member),
+    }
+
+
+class MemberOut(serializers.Serializer):
+    external_id = serializers.CharField()
+    email = serializers.EmailField(allow_blank=True)
+    attributes = serializers.DictField()
+    tier = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=Member.Status.choices)
+    enrolled_at = serializers.DateTimeField()
+    balance = schema.Balance()
+
+
+class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
+    class InputSerializer(StrictSerializer):
+        external_id = serializers.RegexField(r"^[^/\s]{1,255}$", max_length=255)
+        email = EmailField(required=False, allow_blank=True, max_length=254)
+        attributes = serializers.DictField(required=False)
+
+        class Meta:
+            ref_name = "MemberCreate"
+
+    @property
+    def query_params_allowed(self):
+        return LIST_PARAMS if self.request.method == "GET" else frozenset()
+
+    @extend_schema(
+        request=InputSerializer, responses={201: MemberOut, 400: schema.Error, 409: schema.Error},
+        parameters=[schema.IDEMPOTENCY_KEY], summary="Enroll a member",
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        member = member_create(program=request.user.program, **data.validated_data)
+        return Response(member_output(member), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        responses={200: schema.list_of(MemberOut), 400: schema.Error},
+        parameters=schema.LIST_PARAMETERS, summary="List members, oldest first", operation_id="members_list",
+    )
+    def get(self, request):
+        limit = page_limit(request)
+        members = Member.objects.filter(program_id=request.user.program_id).order_by("id")
+        after = request.query_params.get("starting_after")
+        if after is not None:
+            cursor = members.filter(external_id=after).values_list("id", flat=True).first()
+            if cursor is None:
+                raise bad_cursor(after)
+            members = members.filter(id__gt=cursor)
+        rows = list(members.select_related("balance")[: limit + 1])
+        lots = _expiring_by_member(rows[:limit])
+        return Response(page(rows, limit, lambda m: member_output(m, balance=_balance(m, lots))))
+
+
+def _expiring_by_member(members: list[Member]) -> dict[int, list]:
+    from ledger.models import Lot
+
+    expiring: dict[int, list] = {m.pk: [] for m in members}
+    lots = (Lot.objects.filter(member_id__in=list(expiring), remaining__gt=0, expired_at__isnull=True,
+                               expires_at__isnull=False).by_expiry().values_list("member_id", "remaining", "expires_at"))
+    for member_id, remaining, expires_at in lots:
+        expiring[member_id].append({"points": remaining, "expires_at": expires_at})
+    return expiring
+
+
+def _balance(member: Member, lots: dict[int, list]) -> dict:
+    balance = getattr(member, "balance", None)
+    figures = ("available", "pending", "held", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
+    body = {name: getattr(balance, name, 0) for name in figures}
+    body["expiring"] = lots.get(member.pk, [])[:100]
+    return body
+
+
+class MemberDetailView(IdempotentMixin, StrictQueryMixin, APIView):
+    class UpdateSerializer(StrictSerializer):
+        email = EmailField(required=False, allow_blank=True, max_length=254)
+        attributes = serializers.DictField(required=False)
+
+        class Meta:
+            ref_name = "MemberUpdate"
+
+    @extend_schema(responses={200: MemberOut, 404: schema.Error}, summary="A member")
+    def get(self, request, external_id: str):
+        return Response(member_output(member_get(request, external_id)))
+
+    @extend_schema(request=UpdateSerializer, responses={200: MemberOut, 400: schema.Error, 404: schema.Error},
+                   summary="Update a member's email and attributes")
+    def patch(self, request, external_id: str):
+        member = member_get(request, external_id)
+        data = self.UpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        member = member_update(member=member, **data.validated_data)
+        return Response(member_output(member))

@@ -1,0 +1,31 @@
+"""Models of the shared API plumbing."""
+
+from django.db import models
+
+from accounts.models import Program
+
+
+class IdempotencyRecord(models.Model):
+    """A POST made with an ``Idempotency-Key``: its request hash and, once done, its response."""
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        DONE = "done"
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField()
+    locked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["program", "key"], name="idempotency_key_unique_per_program"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,21 @@
+import pytest
+from rest_framework.test import APIClient
+
+
+def _client(program, name):
+    from accounts.services import partner_create
+
+    _partner, key = partner_create(program=program, name=name)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def api(program):
+    return _client(program, "POS")
+
+
+@pytest.fixture
+def other_api(make_program):
+    return _client(make_program(), "Other")
