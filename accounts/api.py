@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Member
 from accounts.services import member_create, member_update
-from ledger.selectors import balance_read
+from ledger.selectors import balance_output, balance_read, expiring_by_member
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
@@ -93,27 +93,9 @@ class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
                 raise bad_cursor(after)
             members = members.filter(id__gt=cursor)
         rows = list(members.select_related("balance")[: limit + 1])
-        lots = _expiring_by_member(rows[:limit])
-        return Response(page(rows, limit, lambda m: member_output(m, balance=_balance(m, lots))))
-
-
-def _expiring_by_member(members: list[Member]) -> dict[int, list]:
-    from ledger.models import Lot
-
-    expiring: dict[int, list] = {m.pk: [] for m in members}
-    lots = (Lot.objects.filter(member_id__in=list(expiring), remaining__gt=0, expired_at__isnull=True,
-                               expires_at__isnull=False).by_expiry().values_list("member_id", "remaining", "expires_at"))
-    for member_id, remaining, expires_at in lots:
-        expiring[member_id].append({"points": remaining, "expires_at": expires_at})
-    return expiring
-
-
-def _balance(member: Member, lots: dict[int, list]) -> dict:
-    balance = getattr(member, "balance", None)
-    figures = ("available", "pending", "held", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
-    body = {name: getattr(balance, name, 0) for name in figures}
-    body["expiring"] = lots.get(member.pk, [])[:100]
-    return body
+        expiring = expiring_by_member([m.pk for m in rows[:limit]])
+        return Response(page(rows, limit, lambda m: member_output(
+            m, balance=balance_output(getattr(m, "balance", None), expiring[m.pk]))))
 
 
 class MemberDetailView(IdempotentMixin, StrictQueryMixin, APIView):
