@@ -29,6 +29,10 @@ class Program(models.Model):
     hold_timeout_minutes = models.PositiveIntegerField(
         default=30, help_text="A hold not captured within this time is voided."
     )
+    redemption_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Most redemptions one member may make per minute (say 5 during a seasonal peak). Empty: off.",
+    )
     enroll_on_first_event = models.BooleanField(
         default=False, help_text="An event for an unknown member enrolls them instead of being refused."
     )

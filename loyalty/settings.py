@@ -197,6 +197,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["loyalty.api.authentication.PartnerKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["loyalty.api.authentication.IsPartner"],
     "EXCEPTION_HANDLER": "loyalty.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["loyalty.api.ratelimit.PartnerKeyThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loyalty partner API",
@@ -222,6 +223,7 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
 # Partner API
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60000)
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24)
 IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
 

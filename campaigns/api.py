@@ -1,0 +1,161 @@
+"""Partner API: rewards and redemptions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import Throttled
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import member_get
+from campaigns import services
+from campaigns.models import Redemption, Reward
+from ledger.selectors import balance_read
+from loyalty.api import schema
+from loyalty.api.idempotency import IdempotentMixin
+from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
+from loyalty.api.ratelimit import rate_limit_hit
+from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+
+
+class RewardOut(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    cost = serializers.IntegerField()
+    stock = serializers.IntegerField(allow_null=True)
+    available = serializers.BooleanField()
+
+
+def reward_output(reward: Reward, now) -> dict:
+    in_window = (reward.active_from is None or reward.active_from <= now) and (
+        reward.active_until is None or now < reward.active_until)
+    return {"id": reward.code, "name": reward.name, "cost": reward.cost, "stock": reward.stock,
+            "available": reward.is_active and in_window and (reward.stock is None or reward.stock > 0)}
+
+
+class RedemptionOut(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.ChoiceField(choices=Redemption.Status.choices)
+    points = serializers.IntegerField()
+    reward = serializers.CharField(allow_null=True)
+    quantity = serializers.IntegerField()
+    voucher_code = serializers.CharField(allow_null=True)
+    member_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    balance = schema.Balance()
+
+
+def redemption_output(redemption: Redemption) -> dict:
+    return {
+        "id": redemption.public_id,
+        "status": redemption.status,
+        "points": redemption.points,
+        "reward": redemption.reward.code if redemption.reward_id else None,
+        "quantity": redemption.quantity,
+        "voucher_code": redemption.voucher_code or None,
+        "member_id": redemption.member.external_id,
+        "created_at": serializers.DateTimeField().to_representation(redemption.created_at),
+        "balance": balance_read(redemption.member),
+    }
+
+
+class RewardListView(StrictQueryMixin, APIView):
+    query_params_allowed = LIST_PARAMS
+
+    @extend_schema(responses={200: schema.list_of(RewardOut), 400: schema.Error}, parameters=schema.LIST_PARAMETERS,
+                   summary="The rewards catalog")
+    def get(self, request):
+        limit = page_limit(request)
+        rewards = Reward.objects.filter(program_id=request.user.program_id).order_by("id")
+        after = request.query_params.get("starting_after")
+        if after is not None:
+            cursor = rewards.filter(code=after).values_list("id", flat=True).first()
+            if cursor is None:
+                raise bad_cursor(after)
+            rewards = rewards.filter(id__gt=cursor)
+        now = timezone.now()
+        return Response(page(list(rewards[: limit + 1]), limit, lambda r: reward_output(r, now)))
+
+
+def _redemption_get(request, redemption_id: str) -> Redemption:
+    redemption = (Redemption.objects.select_related("reward", "member", "hold")
+                  .filter(program_id=request.user.program_id, public_id=redemption_id).first())
+    if redemption is None:
+        raise services.NotFound(f"No redemption {redemption_id!r}.", param="id", code="redemption_not_found")
+    return redemption
+
+
+class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
+    class InputSerializer(StrictSerializer):
+        member_id = serializers.CharField(max_length=255)
+        reward = serializers.CharField(max_length=64, required=False)
+        quantity = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=1)
+        points = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+        capture = serializers.BooleanField(required=False, default=True)
+
+        class Meta:
+            ref_name = "RedemptionCreate"
+
+        def validate(self, attrs):
+            if ("reward" in attrs) == ("points" in attrs):
+                raise serializers.ValidationError(
+                    {"reward": [serializers.ErrorDetail("Give either reward or points.", code="invalid_redemption")]})
+            return attrs
+
+    @extend_schema(request=InputSerializer, parameters=[schema.IDEMPOTENCY_KEY],
+                   responses={201: RedemptionOut, 400: schema.Error, 404: schema.Error, 409: schema.Error,
+                              422: schema.Error, 429: schema.Error},
+                   summary="Redeem a reward or points (captured, or held with capture=false)")
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        member = member_get(request, values["member_id"])
+        program = request.user.program
+        if program.redemption_limit_per_minute:
+            wait = rate_limit_hit(f"member-redeem:{member.pk}", program.redemption_limit_per_minute)
+            if wait is not None:
+                raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
+        reward = None
+        if "reward" in values:
+            reward = Reward.objects.filter(program_id=program.pk, code=values["reward"]).first()
+            if reward is None:
+                raise services.RewardNotFound(f"No reward {values['reward']!r}.", param="reward")
+        redemption = services.redemption_create(
+            member=member, reward=reward, quantity=values["quantity"], points=values.get("points"),
+            description=values["description"], capture=values["capture"],
+            key=self.operation_key(request) or f"api-redeem:{uuid.uuid4()}",
+        )
+        return Response(redemption_output(redemption), status=status.HTTP_201_CREATED)
+
+
+class RedemptionDetailView(StrictQueryMixin, APIView):
+    @extend_schema(responses={200: RedemptionOut, 404: schema.Error}, summary="A redemption")
+    def get(self, request, redemption_id: str):
+        return Response(redemption_output(_redemption_get(request, redemption_id)))
+
+
+def _action_view(action, summary: str):
+    class ActionView(IdempotentMixin, StrictQueryMixin, APIView):
+        @extend_schema(request=None, parameters=[schema.IDEMPOTENCY_KEY], summary=summary,
+                       responses={200: RedemptionOut, 404: schema.Error, 409: schema.Error})
+        def post(self, request, redemption_id: str):
+            if request.data:
+                raise services.InvalidRedemption("This endpoint takes no body.", code="unknown_field")
+            redemption = action(redemption=_redemption_get(request, redemption_id))
+            return Response(redemption_output(redemption))
+
+    ActionView.__name__ = f"Redemption{action.__name__.split('_')[-1].title()}View"
+    return ActionView
+
+
+RedemptionCaptureView = _action_view(services.redemption_capture, "Capture a held redemption")
+RedemptionVoidView = _action_view(services.redemption_void, "Void a held redemption: its points come back")
+RedemptionCancelView = _action_view(
+    services.redemption_cancel, "Cancel a captured redemption: its points return to the lots they came from")
+

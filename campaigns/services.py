@@ -1,0 +1,227 @@
+"""Redemptions: spend points on a reward (or on anything, by points), held or captured.
+
+Order of locks: the member's balance row first (``members_lock``), then the reward row
+(the stock decrement), then voucher codes (``SKIP LOCKED``). Stock is a conditional
+``UPDATE ... WHERE stock >= quantity``, so it is never oversold; a code is given by setting
+its ``redemption``, once. A held redemption gets its voucher when it is captured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from accounts.models import Member
+from campaigns.models import Redemption, Reward, VoucherCode
+from ledger import services as ledger
+from ledger.models import Hold
+from ledger.services import Source
+from loyalty.errors import Conflict, DomainError, NotFound
+
+
+class OutOfStock(Conflict):
+    code = "out_of_stock"
+
+
+class RewardUnavailable(Conflict):
+    code = "reward_unavailable"
+
+
+class RewardLimitReached(Conflict):
+    code = "reward_limit_reached"
+
+
+class RewardNotFound(NotFound):
+    code = "reward_not_found"
+
+
+class RedemptionState(Conflict):
+    code = "invalid_state"
+
+
+class InvalidRedemption(DomainError):
+    code = "invalid_redemption"
+    status = 400
+
+
+VOUCHER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def voucher_generate() -> str:
+    """16 random characters (80 bits) from an alphabet without look-alikes, in groups of 4."""
+    raw = "".join(secrets.choice(VOUCHER_ALPHABET) for _ in range(16))
+    return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+def _check_reward(reward: Reward, member: Member, quantity: int, now: dt.datetime) -> None:
+    if not reward.is_active or (reward.active_from and now < reward.active_from) or (
+        reward.active_until and now >= reward.active_until
+    ):
+        raise RewardUnavailable(f"The reward {reward.code!r} is not available now.", param="reward")
+    if reward.per_member_limit is not None:
+        taken = (
+            Redemption.objects.filter(member=member, reward=reward,
+                                      status__in=[Redemption.Status.HELD, Redemption.Status.CAPTURED])
+            .aggregate(n=Sum("quantity"))["n"] or 0
+        )
+        if taken + quantity > reward.per_member_limit:
+            raise RewardLimitReached(
+                f"At most {reward.per_member_limit} of {reward.code!r} per member; {taken} already taken.",
+                param="quantity",
+            )
+
+
+def _take_stock(reward: Reward, quantity: int) -> None:
+    if reward.stock is None and reward.vouchers != Reward.Vouchers.POOL:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE campaigns_reward SET stock = stock - %s WHERE id = %s AND (stock IS NULL OR stock >= %s)",
+            [quantity, reward.pk, quantity],
+        )
+        if cursor.rowcount == 0:
+            raise OutOfStock(f"The reward {reward.code!r} is out of stock.", param="reward")
+
+
+def _give_stock_back(redemption: Redemption) -> None:
+    if redemption.reward_id is not None:
+        Reward.objects.filter(pk=redemption.reward_id, stock__isnull=False).update(
+            stock=F("stock") + redemption.quantity
+        )
+
+
+def _give_vouchers(redemption: Redemption, now: dt.datetime) -> str:
+    reward = redemption.reward
+    if reward is None or reward.vouchers == Reward.Vouchers.NONE:
+        return ""
+    if reward.vouchers == Reward.Vouchers.GENERATED:
+        codes = [voucher_generate() for _ in range(redemption.quantity)]
+        VoucherCode.objects.bulk_create(
+            [VoucherCode(reward=reward, code=c, redemption=redemption, given_at=now) for c in codes]
+        )
+    else:
+        free = list(
+            VoucherCode.objects.select_for_update(skip_locked=True)
+            .filter(reward=reward, redemption__isnull=True).order_by("id")[: redemption.quantity]
+        )
+        if len(free) < redemption.quantity:
+            raise OutOfStock(f"The reward {reward.code!r} has no voucher codes left.", param="reward")
+        VoucherCode.objects.filter(pk__in=[v.pk for v in free]).update(redemption=redemption, given_at=now)
+        codes = [v.code for v in free]
+    return ",".join(codes)
+
+
+def redemption_create(
+    *, member: Member, key: str, reward: Reward | None = None, quantity: int = 1, points: int | None = None,
+    description: str = "", capture: bool = True, now: dt.datetime | None = None,
+) -> Redemption:
+    """Redeem a reward (``quantity`` x its cost) or a number of ``points``; captured at once,
+    or held (``capture=False``) until captured, voided or timed out."""
+    now = now or timezone.now()
+    if (reward is None) == (points is None):
+        raise InvalidRedemption("Give either a reward or a number of points.", param="reward")
+    if quantity < 1:
+        raise InvalidRedemption("quantity must be at least 1.", param="quantity")
+    with transaction.atomic(durable=True):
+        ledger.members_lock([member.pk])
+        existing = Redemption.objects.filter(operation__program_id=member.program_id, operation__key=key).first()
+        if existing is not None:
+            return existing
+        if reward is not None:
+            reward = Reward.objects.get(pk=reward.pk)
+            _check_reward(reward, member, quantity, now)
+            points = reward.cost * quantity
+            _take_stock(reward, quantity)
+        redemption = Redemption(
+            program_id=member.program_id, member=member, reward=reward, quantity=quantity, points=points,
+            description=description or (reward.name if reward else "Points redeemed"), created_at=now,
+        )
+        source = Source("redemption", redemption.public_id)
+        if capture:
+            redemption.operation = ledger.points_redeem(
+                member=member, points=points, key=key, description=redemption.description, source=source, now=now
+            )
+            redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
+        else:
+            hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
+                                      source=source, now=now)
+            redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
+        redemption.save(force_insert=True)
+        if capture:
+            redemption.voucher_code = _give_vouchers(redemption, now)
+            if redemption.voucher_code:
+                Redemption.objects.filter(pk=redemption.pk).update(voucher_code=redemption.voucher_code)
+    return redemption
+
+
+def _locked(redemption: Redemption) -> Redemption:
+    ledger.members_lock([redemption.member_id])
+    return Redemption.objects.select_related("reward", "hold", "member", "operation").get(pk=redemption.pk)
+
+
+def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None) -> Redemption:
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        redemption = _locked(redemption)
+        if redemption.status == Redemption.Status.CAPTURED:
+            return redemption
+        if redemption.status != Redemption.Status.HELD:
+            raise RedemptionState(f"The redemption is {redemption.status}; only a held one can be captured.",
+                                  code="redemption_not_held")
+        ledger.hold_capture(hold=redemption.hold, key=f"capture:{redemption.public_id}", now=now)
+        redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
+        redemption.voucher_code = _give_vouchers(redemption, now)
+        redemption.save(update_fields=["status", "resolved_at", "voucher_code"])
+    return redemption
+
+
+def redemption_void(*, redemption: Redemption, now: dt.datetime | None = None, reason: str = "Hold voided") -> Redemption:
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        redemption = _locked(redemption)
+        if redemption.status == Redemption.Status.VOIDED:
+            return redemption
+        if redemption.status != Redemption.Status.HELD:
+            raise RedemptionState(f"The redemption is {redemption.status}; only a held one can be voided.",
+                                  code="redemption_not_held")
+        if redemption.hold.status == Hold.Status.OPEN:
+            ledger.hold_void(hold=redemption.hold, key=f"void:{redemption.public_id}", now=now, description=reason)
+        _give_stock_back(redemption)
+        redemption.status, redemption.resolved_at = Redemption.Status.VOIDED, now
+        redemption.save(update_fields=["status", "resolved_at"])
+    return redemption
+
+
+def redemption_cancel(*, redemption: Redemption, now: dt.datetime | None = None) -> Redemption:
+    """Cancel a captured redemption: its points return to the lots they came from (points of a
+    lot that has expired meanwhile expire at once). Voucher codes given out are not reused."""
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        redemption = _locked(redemption)
+        if redemption.status == Redemption.Status.CANCELLED:
+            return redemption
+        if redemption.status != Redemption.Status.CAPTURED:
+            raise RedemptionState(f"The redemption is {redemption.status}; only a captured one can be cancelled.",
+                                  code="redemption_not_captured")
+        ledger.redemption_cancel(redemption=redemption.operation, key=f"cancel:{redemption.public_id}", now=now)
+        _give_stock_back(redemption)
+        redemption.status, redemption.resolved_at = Redemption.Status.CANCELLED, now
+        redemption.save(update_fields=["status", "resolved_at"])
+    return redemption
+
+
+def redemptions_void_expired(*, now: dt.datetime | None = None) -> int:
+    """Beat: void held redemptions whose hold has timed out (before the ledger's own sweep)."""
+    now = now or timezone.now()
+    count = 0
+    for redemption in Redemption.objects.filter(status=Redemption.Status.HELD, hold__expires_at__lte=now):
+        try:
+            redemption_void(redemption=redemption, now=now, reason="Hold timed out")
+            count += 1
+        except RedemptionState:
+            continue
+    return count

@@ -1,0 +1,38 @@
+import pytest
+
+from campaigns.models import Reward
+
+
+@pytest.fixture
+def funded(api, program, make_member):
+    from ledger.services import points_earn
+
+    member = make_member(program, external_id="c-1")
+    points_earn(member=member, points=1000, key="seed")
+    return member
+
+
+def test_reward_redemption_and_hold_flow(api, program, funded):
+    Reward.objects.create(program=program, code="free-coffee", name="Free coffee", cost=150)
+    Reward.objects.create(program=program, code="tote-bag", name="Tote bag", cost=1000, stock=1, vouchers="generated")
+    assert [r["id"] for r in api.get("/api/v1/rewards").json()["data"]] == ["free-coffee", "tote-bag"]
+    captured = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "free-coffee"}, format="json")
+    assert captured.status_code == 201, captured.json()
+    assert captured.json()["status"] == "captured" and captured.json()["balance"]["available"] == 850
+    held = api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 500, "capture": False}, format="json")
+    assert held.json()["status"] == "held" and held.json()["balance"]["held"] == 500
+    voided = api.post(f"/api/v1/redemptions/{held.json()['id']}/void")
+    assert voided.status_code == 200, voided.json()
+    assert voided.json()["status"] == "voided" and voided.json()["balance"]["available"] == 850
+    short = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "tote-bag"}, format="json")
+    assert short.status_code == 422 and short.json()["error"]["code"] == "insufficient_points"
+    cancelled = api.post(f"/api/v1/redemptions/{captured.json()['id']}/cancel")
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["balance"]["available"] == 1000
+    tote = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "tote-bag"}, format="json")
+    assert tote.status_code == 201 and len(tote.json()["voucher_code"]) == 19
+    api.post("/api/v1/adjustments", {"member_id": "c-1", "points": 1000, "reason": "x"}, format="json")
+    out = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "tote-bag"}, format="json")
+    assert out.status_code == 409 and out.json()["error"]["code"] == "out_of_stock"
+    from ledger.audit import run_audit
+
+    assert run_audit() == []
