@@ -179,7 +179,9 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
     return redemption
 
 
-def redemption_void(*, redemption: Redemption, now: dt.datetime | None = None, reason: str = "Hold voided") -> Redemption:
+def redemption_void(
+    *, redemption: Redemption, now: dt.datetime | None = None, reason: str = "Hold voided",
+) -> Redemption:
     now = now or timezone.now()
     with transaction.atomic(durable=True):
         redemption = _locked(redemption)

@@ -14,6 +14,8 @@ app.conf.beat_schedule = {
     "ledger-void-expired-holds": {"task": "ledger.tasks.void_expired_holds", "schedule": 60.0},
     "ledger-expire-lots": {"task": "ledger.tasks.expire_lots", "schedule": crontab(hour=0, minute=15)},
     "ledger-partitions-ahead": {"task": "ledger.tasks.ensure_entry_partitions", "schedule": crontab(hour=0, minute=5)},
+    "campaigns-void-expired-redemptions": {"task": "campaigns.tasks.void_expired_redemptions", "schedule": 30.0},
+    "api-clean-idempotency-records": {"task": "loyalty.tasks.clean_idempotency_records", "schedule": 3600.0},
     "rules-sweep-events": {"task": "rules.tasks.sweep_events", "schedule": 30.0},
     "ledger-audit": {"task": "ledger.tasks.audit", "schedule": crontab(hour=2, minute=0)},
 }
