@@ -39,7 +39,8 @@ def member_create(
 
 def partner_key_create(*, partner: Partner, name: str = "") -> tuple[PartnerAPIKey, str]:
     """A new API key for ``partner``. The key itself is returned once and never stored."""
-    return PartnerAPIKey.objects.create_key(partner=partner, name=name or f"{partner.name} key")
+    max_length = PartnerAPIKey._meta.get_field("name").max_length
+    return PartnerAPIKey.objects.create_key(partner=partner, name=(name or f"{partner.name} key")[:max_length])
 
 
 def partner_create(*, program: Program, name: str) -> tuple[Partner, str]:

@@ -17,6 +17,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("LOYALTY_STATE_DIR", BASE_DIR / ".local"))
@@ -56,7 +57,10 @@ def postgres_url() -> str:
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-    return f"postgres://postgres@/{DATABASE_NAME}?host={info.socket_dir}&port={info.port or 5432}"
+    # The socket directory goes in the host part, percent-encoded, so that HOST and PORT in
+    # the parsed settings name this server (not the system's default socket).
+    socket_dir = quote(str(info.socket_dir), safe="")
+    return f"postgres://postgres@{socket_dir}:{info.port or 5432}/{DATABASE_NAME}"
 
 
 def postgres_stop() -> None:
