@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "ledger",
     "rules",
     "campaigns",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -187,7 +188,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/me/"
+LOGOUT_REDIRECT_URL = "/"
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
