@@ -525,7 +525,7 @@ def points_reverse(
         spendable_now = max(balance.available + deltas.get("available", 0), 0)
         from_others = min(rest, spendable_now)
         if from_others:
-            _spend_lots(operation=operation, member=member, points=from_others)
+            Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=from_others))
             deltas["available"] = deltas.get("available", 0) - from_others
         shortfall = rest - from_others
         uncollected = 0

@@ -11,6 +11,7 @@ Trace outcomes: ``fired``, ``condition_false``, ``not_this_event_type``, ``outsi
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -20,6 +21,8 @@ import cel
 from rules.models import Rule
 
 CEL_VARIABLES = frozenset({"event", "member", "program", "now"})
+# Comprehension macros introduce their own variable: `items.exists(i, i.sku == 'LATTE')`.
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _ROUNDING = {"down": ROUND_FLOOR, "nearest": ROUND_HALF_UP, "up": ROUND_CEILING}
 
 
@@ -39,7 +42,7 @@ def compile_cel(source: str, *, field_name: str) -> cel.Program | None:
         program = cel.compile(source)
     except ValueError as exc:
         raise RuleCompileError(field_name, str(exc)) from exc
-    unknown = set(program.variables()) - CEL_VARIABLES
+    unknown = set(program.variables()) - CEL_VARIABLES - set(_MACRO_VARIABLE.findall(source))
     if unknown:
         raise RuleCompileError(
             field_name,
@@ -158,6 +161,8 @@ class Qualification:
 
 
 def cap_period_key(period: str, when: dt.datetime) -> str:
+    """Periods are UTC days, ISO weeks and months, whatever offset the partner wrote."""
+    when = when.astimezone(dt.UTC)
     if period == "day":
         return when.strftime("%Y-%m-%d")
     if period == "week":
@@ -263,7 +268,7 @@ def qualify(
         result.trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": outcome, "points": points,
                              "detail": detail})
 
-    for rule in rules:
+    for rule in sorted(rules, key=lambda r: (-r.priority, r.id or 0)):
         if rule.event_type and rule.event_type != event.get("type"):
             note(rule, "not_this_event_type", detail=f"applies to {rule.event_type}")
             continue
@@ -278,8 +283,8 @@ def qualify(
                 multipliers.append(rule)
                 continue
             points = _base_points(rule, event, context)
-        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
-            note(rule, "error", detail=str(exc)[:300])
+        except Exception as exc:  # noqa: BLE001 - any CEL failure (x / 0, overflow, bad index) skips the rule
+            note(rule, "error", detail=f"{type(exc).__name__}: {exc}"[:300])
             continue
         points, why = _cap(rule, points, usage, when)
         if why:

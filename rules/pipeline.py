@@ -202,13 +202,21 @@ FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(
     idx int, event_id text, type text, member_external_id text, member_id bigint, occurred_at timestamptz,
     order_id text, payload jsonb, status text, error jsonb)
 ORDER BY x.idx
-ON CONFLICT (program_id, event_id) DO NOTHING
+ON CONFLICT (program_id, event_id) DO UPDATE SET
+    partner_id = EXCLUDED.partner_id, type = EXCLUDED.type, member_external_id = EXCLUDED.member_external_id,
+    member_id = EXCLUDED.member_id, occurred_at = EXCLUDED.occurred_at, order_id = EXCLUDED.order_id,
+    payload = EXCLUDED.payload, status = EXCLUDED.status, error = EXCLUDED.error, awards = '[]', trace = '[]',
+    points = 0, received_at = EXCLUDED.received_at, processed_at = EXCLUDED.processed_at
+WHERE rules_inboundevent.status = 'rejected'
 RETURNING id, event_id, status
 """
 
 
 def events_submit_batch(*, program: Program, partner: Partner | None, payloads: list) -> BatchResult:
-    """Validate and store a batch in bulk; valid events are processed by workers after commit."""
+    """Validate and store a batch in bulk; valid events are processed by workers after commit.
+
+    An ``event_id`` seen before is a duplicate, except that a ``rejected`` event sent again is
+    stored anew and tried again (as on the single endpoint)."""
     now = timezone.now()
     schemas = custom_schemas(program)
     result = BatchResult()

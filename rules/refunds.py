@@ -67,12 +67,17 @@ def refund_post(*, program: Program, event: InboundEvent, clean: CleanEvent, mem
     detail = f"{total_refunded} of {bought} refunded in all"
     if earlier_amount + refunded > bought:
         detail += f" (refunds of {earlier_amount + refunded} capped at the purchase amount)"
+    reversed_points = 0
     if points:
         earn = Operation.objects.get(program=program, key=f"event:{purchase.pk}")
-        points_reverse(earn=earn, points=points, key=f"event:{event.pk}", description=f"refund {clean.event_id}",
-                       source=Source("event", clean.event_id), now=now)
+        reversal = points_reverse(earn=earn, points=points, key=f"event:{event.pk}",
+                                  description=f"refund {clean.event_id}", source=Source("event", clean.event_id),
+                                  now=now)
+        reversed_points = reversal.result["reversed"]
+        if reversal.result["uncollected"]:
+            detail += f"; {reversal.result['uncollected']} points already spent could not be taken back"
     event.points = -points
-    event.awards = [{"points": -points, "rule": "refund", "rule_id": None, "campaign": None,
+    event.awards = [{"points": -reversed_points, "rule": "refund", "rule_id": None, "campaign": None,
                      "refunded_amount": str(total_refunded - earlier_amount), "purchase": purchase.event_id}]
     event.trace = [{"rule_id": None, "rule": "refund", "outcome": "fired" if points else "no_points",
-                    "points": -points, "detail": detail}]
+                    "points": -reversed_points, "detail": detail}]
