@@ -178,6 +178,11 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime) -> 
     except EventInvalid as exc:
         event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
         event.awards, event.trace, event.points = [], [], 0
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        if not event.type and isinstance(payload.get("type"), str):
+            event.type = payload["type"][:64]
+        if not event.member_external_id and isinstance(payload.get("member_id"), str):
+            event.member_external_id = payload["member_id"][:255]
     event.save()
 
 
