@@ -21,11 +21,9 @@ def test_events_are_counted_by_program_type_and_status(api, client, program, mem
     api.post("/api/v1/events", purchase("m2", member.external_id, amount="bad"), format="json")
     after = client.get("/metrics").content.decode()
     labels = {"program": program.slug, "type": "purchase"}
-    for status, delta in (("received", 1), ("processed", 1)):
+    for status, delta in (("received", 2), ("processed", 1), ("rejected", 1)):
         assert _sample(after, "loyalty_events_total", status=status, **labels) - _sample(
             before, "loyalty_events_total", status=status, **labels) == delta
-    rejected = {"program": program.slug, "status": "rejected"}
-    assert _sample(after, "loyalty_events_total", **rejected) - _sample(before, "loyalty_events_total", **rejected) == 1
     inline = {"path": "inline"}
     assert _sample(after, "loyalty_event_qualification_seconds_count", **inline) - _sample(
         before, "loyalty_event_qualification_seconds_count", **inline) == 1
