@@ -41,6 +41,17 @@ def member(program, make_member):
     return make_member(program)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_celery_queue():
+    """Tasks published by tests go to a queue of this session, never to a real worker's queue."""
+    import os
+
+    from loyalty.celery import app
+
+    app.conf.task_default_queue = f"loyalty-test-{os.getpid()}"
+    yield
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Tests move the clock years ahead: give them the monthly partitions they reach."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, Program
@@ -77,7 +77,8 @@ def _resolve_member(program: Program, external_id: str) -> Member:
         return Member.objects.get(program=program, external_id=external_id)
 
 
-def _usage(rules: list[engine.CompiledRule], member_ids: Sequence[int]) -> dict[int, dict]:
+def rule_usage(rules: list[engine.CompiledRule], member_ids: Sequence[int]) -> dict[int, dict]:
+    """What the capped rules gave each member so far, by (rule id, period key)."""
     capped = [rule.id for rule in rules if rule.cap_period]
     usage: dict[int, dict] = {member_id: {} for member_id in member_ids}
     if capped:
@@ -161,7 +162,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime) -> 
                 refunds.refund_post(program=program, event=event, clean=clean, member=member, now=now)
             else:
                 rules = engine.rules_for(program)
-                usage = _usage(rules, [member.pk])[member.pk]
+                usage = rule_usage(rules, [member.pk])[member.pk]
                 qualification = engine.qualify(
                     rules=rules, event=event_context(clean), member=member_context(member, balance),
                     program=program_context(program), now=now, usage=usage,
@@ -324,7 +325,7 @@ def _process_set(events: list[InboundEvent], now: dt.datetime) -> list[InboundEv
     refunds_later: list[InboundEvent] = []
     for program, group in _by_program(events).items():
         rules = engine.rules_for(program)
-        usage = _usage(rules, list({event.member_id for event in group}))
+        usage = rule_usage(rules, list({event.member_id for event in group}))
         requests, increments = [], {}
         for event in group:
             clean = CleanEvent(event.event_id, event.type, event.member_external_id, event.occurred_at,
@@ -387,6 +388,10 @@ def _process_alone(pk: int) -> int:
             _process_inline(event.program, event, now)
         metrics.observe(event.program, [event], now)
         return 1
+    except OperationalError:
+        # A dropped connection or a deadlock: leave the event ``received`` for the sweeper.
+        logger.warning("event %s hit a transient database error; the sweeper will retry it", pk, exc_info=True)
+        return 0
     except Exception as exc:  # a bug or bad data: keep the event, say why, move on
         logger.exception("event %s failed", pk)
         InboundEvent.objects.filter(pk=pk, status=InboundEvent.Status.RECEIVED).update(

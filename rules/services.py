@@ -27,8 +27,11 @@ def rule_check(rule: Rule) -> None:
 def rule_save(*, rule: Rule) -> Rule:
     rule_check(rule)
     with transaction.atomic():
+        previous_program = Rule.objects.filter(pk=rule.pk).values_list("program_id", flat=True).first()
         rule.save()
         _bump_rules_version(rule.program_id)
+        if previous_program is not None and previous_program != rule.program_id:
+            _bump_rules_version(previous_program)
     return rule
 
 
@@ -40,8 +43,10 @@ def rule_delete(*, rule: Rule) -> None:
 
 
 def event_type_save(*, event_type: EventType) -> EventType:
-    from rules.validation import BUILTIN_SCHEMAS
+    from rules.validation import BUILTIN_SCHEMAS, EVENT_TYPE_PATTERN
 
+    if not EVENT_TYPE_PATTERN.match(event_type.name or ""):
+        raise ValidationError({"name": "Use lower-case letters, digits and underscores, starting with a letter."})
     if event_type.name in BUILTIN_SCHEMAS:
         raise ValidationError({"name": f"{event_type.name!r} is a built-in event type."})
     try:

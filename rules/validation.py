@@ -54,7 +54,7 @@ BUILTIN_SCHEMAS: dict[str, dict] = {
 }
 ENVELOPE_FIELDS = {"event_id", "type", "member_id", "occurred_at", "properties"}
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
-_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class EventInvalid(DomainError):
@@ -121,7 +121,7 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
     if len(payload["member_id"]) > 255:
         raise EventInvalid("member_id is longer than 255 characters.", param="member_id", code="invalid_field")
     event_type = payload["type"]
-    if not _TYPE.match(event_type):
+    if not EVENT_TYPE_PATTERN.match(event_type):
         raise EventInvalid("type must be lower-case letters, digits and underscores.", param="type",
                            code="invalid_field")
     occurred_raw = payload.get("occurred_at")
