@@ -4,6 +4,7 @@ from accounts import api as members
 from campaigns import api as rewards
 from ledger import api as ledger
 from rules import api as events
+from webhooks import api as webhooks
 
 urlpatterns = [
     path("members", members.MemberListView.as_view(), name="member-list"),
@@ -20,4 +21,7 @@ urlpatterns = [
     path("events", events.EventCreateView.as_view(), name="event-create"),
     path("events/batch", events.EventBatchView.as_view(), name="event-batch"),
     path("events/<str:event_id>", events.EventDetailView.as_view(), name="event-detail"),
+    path("webhook_endpoints", webhooks.WebhookEndpointListView.as_view(), name="webhook-endpoint-list"),
+    path("webhook_endpoints/<str:endpoint_id>", webhooks.WebhookEndpointDetailView.as_view(),
+         name="webhook-endpoint-detail"),
 ]
