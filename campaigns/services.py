@@ -21,6 +21,7 @@ from ledger import services as ledger
 from ledger.models import Hold
 from ledger.services import Source
 from loyalty.errors import Conflict, DomainError, NotFound
+from webhooks.services import webhook_emit
 
 
 class OutOfStock(Conflict):
@@ -155,7 +156,19 @@ def redemption_create(
             redemption.voucher_code = _give_vouchers(redemption, now)
             if redemption.voucher_code:
                 Redemption.objects.filter(pk=redemption.pk).update(voucher_code=redemption.voucher_code)
+            _notify(redemption, "reward.redeemed", now)
     return redemption
+
+
+def _notify(redemption: Redemption, type: str, now: dt.datetime) -> None:
+    """The redemption's webhook, written in the same transaction as the change itself."""
+    webhook_emit(
+        program_id=redemption.program_id, type=type, now=now,
+        key=f"{redemption.public_id}:{redemption.status}",
+        data={"member_id": redemption.member.external_id, "redemption_id": redemption.public_id,
+              "points": redemption.points, "reward": redemption.reward.code if redemption.reward_id else None,
+              "quantity": redemption.quantity, "status": redemption.status},
+    )
 
 
 def _locked(redemption: Redemption) -> Redemption:
@@ -176,6 +189,7 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
         redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         redemption.voucher_code = _give_vouchers(redemption, now)
         redemption.save(update_fields=["status", "resolved_at", "voucher_code"])
+        _notify(redemption, "reward.redeemed", now)
     return redemption
 
 
@@ -195,6 +209,7 @@ def redemption_void(
         _give_stock_back(redemption)
         redemption.status, redemption.resolved_at = Redemption.Status.VOIDED, now
         redemption.save(update_fields=["status", "resolved_at"])
+        _notify(redemption, "redemption.voided", now)
     return redemption
 
 
@@ -213,6 +228,7 @@ def redemption_cancel(*, redemption: Redemption, now: dt.datetime | None = None)
         _give_stock_back(redemption)
         redemption.status, redemption.resolved_at = Redemption.Status.CANCELLED, now
         redemption.save(update_fields=["status", "resolved_at"])
+        _notify(redemption, "redemption.voided", now)
     return redemption
 
 
@@ -227,3 +243,37 @@ def redemptions_void_expired(*, now: dt.datetime | None = None) -> int:
         except RedemptionState:
             continue
     return count
+
+
+VOUCHER_UPLOAD_BATCH = 5000
+
+
+def voucher_codes_upload(*, reward: Reward, codes: list[str]) -> int:
+    """Add ``codes`` to a pool reward's pool; return how many were new.
+
+    Blank lines are dropped and codes are trimmed; a code already in the pool (or repeated in
+    ``codes``) is skipped, so each code is still given out once. A pool reward's availability is
+    its free codes, so its ``stock`` is left alone (keep it empty).
+    """
+    if reward.vouchers != Reward.Vouchers.POOL:
+        raise DomainError(f"The reward {reward.code!r} does not give codes from an uploaded pool.",
+                          param="reward", code="reward_not_pool")
+    unique = list(dict.fromkeys(code.strip() for code in codes if code.strip()))
+    max_length = VoucherCode._meta.get_field("code").max_length
+    bad = [code for code in unique if len(code) > max_length or "," in code]
+    if bad:
+        # Redemption.voucher_code joins a redemption's codes with commas.
+        raise DomainError(f"Codes must be at most {max_length} characters, without commas: {bad[0]!r}.",
+                          param="codes", code="invalid_voucher_code")
+    added = 0
+    # One INSERT ... ON CONFLICT DO NOTHING per batch: its row count is exactly the codes that were
+    # new, even while someone else uploads the same codes (bulk_create(ignore_conflicts) cannot say).
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        for start in range(0, len(unique), VOUCHER_UPLOAD_BATCH):
+            cursor.execute(
+                f"INSERT INTO {VoucherCode._meta.db_table} (reward_id, code) "
+                "SELECT %s, unnest(%s::varchar[]) ON CONFLICT (reward_id, code) DO NOTHING",
+                [reward.pk, unique[start:start + VOUCHER_UPLOAD_BATCH]],
+            )
+            added += cursor.rowcount
+    return added

@@ -35,6 +35,7 @@ from ledger.errors import (
     ReverseExceedsEarned,
 )
 from ledger.models import Allocation, Balance, Entry, EntryKind, Hold, Lot, Operation
+from webhooks.services import subscribed_endpoint_ids, webhook_emit, webhook_emit_many
 
 
 @dataclass(frozen=True)
@@ -238,10 +239,19 @@ def points_earn(
         balance = _lock_balance(member)
         lot, deltas = _new_lot(operation=operation, member=member, points=points, now=now,
                                debt=balance.debt, source=source)
-        _entry(member=member, operation=operation, kind=EntryKind.EARN, points=points, now=now,
-               description=description, source=source, lot_id=lot.pk).save(force_insert=True)
+        entry = _entry(member=member, operation=operation, kind=EntryKind.EARN, points=points, now=now,
+                       description=description, source=source, lot_id=lot.pk)
+        entry.save(force_insert=True)
         _bump_balance(member, lifetime_earned=points, **deltas)
+        webhook_emit(program_id=member.program_id, type="points.earned", key=key, now=now,
+                     data=_earned_data(member.external_id, points, entry.pk, source))
     return operation
+
+
+def _earned_data(external_id: str, points: int, entry_id: int | None, source: Source) -> dict:
+    return {"member_id": external_id, "points": points,
+            "transaction_id": str(entry_id) if entry_id else None,
+            "source": {"type": source.type or None, "id": str(source.id) or None}}
 
 
 @dataclass(frozen=True)
@@ -342,6 +352,12 @@ def points_earn_many(
             [r.description[:255] for r in fresh], source_types, source_ids,
         ])
         cursor.execute(_UPDATE_BALANCES_SQL, [list(deltas), *map(list, zip(*deltas.values(), strict=True))])
+        if subscribed_endpoint_ids(program_id=program.pk, type="points.earned"):
+            external = dict(Member.objects.filter(pk__in=member_ids).values_list("id", "external_id"))
+            webhook_emit_many(
+                program_id=program.pk, type="points.earned", now=now, keys=[r.key for r in fresh],
+                items=[_earned_data(external[r.member_id], r.points, None, r.source) for r in fresh],
+            )
     return created
 
 

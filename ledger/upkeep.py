@@ -52,7 +52,9 @@ WITH due AS (
 UPDATE ledger_balance b SET available = b.available - sums.available,
                             pending = b.pending - sums.pending,
                             lifetime_expired = b.lifetime_expired + sums.total
-FROM sums WHERE b.member_id = sums.member_id
+FROM sums JOIN accounts_member m ON m.id = sums.member_id
+WHERE b.member_id = sums.member_id
+RETURNING b.program_id, m.external_id, sums.total
 """
 
 
@@ -64,10 +66,19 @@ def mature_locked_members(member_ids: list[int], *, now: dt.datetime) -> int:
 
 
 def expire_locked_members(member_ids: list[int], *, now: dt.datetime) -> int:
-    """Expire what remains of lots past their expiry: one ``expire`` entry per lot."""
+    """Expire what remains of lots past their expiry: one ``expire`` entry per lot, and one
+    ``points.expired`` webhook per member. Returns the members whose points expired."""
+    from webhooks.services import webhook_emit_many
+
     with connection.cursor() as cursor:
         cursor.execute(_EXPIRE_SQL, {"members": member_ids, "now": now})
-        return cursor.rowcount
+        expired = cursor.fetchall()
+    by_program: dict[int, list[dict]] = {}
+    for program_id, external_id, points in expired:
+        by_program.setdefault(program_id, []).append({"member_id": external_id, "points": points})
+    for program_id, items in by_program.items():
+        webhook_emit_many(program_id=program_id, type="points.expired", items=items, now=now)
+    return len(expired)
 
 
 def _lock_members(due_sql: str, params: dict, batch_size: int) -> list[int]:
