@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Count, Q
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -31,10 +32,12 @@ class RewardOut(serializers.Serializer):
 
 
 def reward_output(reward: Reward, now) -> dict:
+    """``stock`` of a pool reward is its free codes; ``available`` says whether it can be redeemed now."""
     in_window = (reward.active_from is None or reward.active_from <= now) and (
         reward.active_until is None or now < reward.active_until)
-    return {"id": reward.code, "name": reward.name, "cost": reward.cost, "stock": reward.stock,
-            "available": reward.is_active and in_window and (reward.stock is None or reward.stock > 0)}
+    stock = reward.free_codes if reward.vouchers == Reward.Vouchers.POOL else reward.stock
+    return {"id": reward.code, "name": reward.name, "cost": reward.cost, "stock": stock,
+            "available": reward.is_active and in_window and (stock is None or stock > 0)}
 
 
 class RedemptionOut(serializers.Serializer):
@@ -56,7 +59,8 @@ def redemption_output(redemption: Redemption) -> dict:
         "points": redemption.points,
         "reward": redemption.reward.code if redemption.reward_id else None,
         "quantity": redemption.quantity,
-        "voucher_code": redemption.voucher_code or None,
+        # A held redemption's reserved code is shown only once it is captured.
+        "voucher_code": (redemption.voucher_code or None) if redemption.status != Redemption.Status.HELD else None,
         "member_id": redemption.member.external_id,
         "created_at": serializers.DateTimeField().to_representation(redemption.created_at),
         "balance": balance_read(redemption.member),
@@ -70,10 +74,11 @@ class RewardListView(StrictQueryMixin, APIView):
                    summary="The rewards catalog")
     def get(self, request):
         limit = page_limit(request)
-        rewards = Reward.objects.filter(program_id=request.user.program_id).order_by("id")
+        rewards = (Reward.objects.filter(program_id=request.user.program_id).order_by("id")
+                   .annotate(free_codes=Count("codes", filter=Q(codes__redemption__isnull=True))))
         after = request.query_params.get("starting_after")
         if after is not None:
-            cursor = rewards.filter(code=after).values_list("id", flat=True).first()
+            cursor = rewards.filter(code=after).values_list("id", flat=True).first() if "\x00" not in after else None
             if cursor is None:
                 raise bad_cursor(after)
             rewards = rewards.filter(id__gt=cursor)
@@ -82,8 +87,9 @@ class RewardListView(StrictQueryMixin, APIView):
 
 
 def _redemption_get(request, redemption_id: str) -> Redemption:
-    redemption = (Redemption.objects.select_related("reward", "member", "hold")
-                  .filter(program_id=request.user.program_id, public_id=redemption_id).first())
+    redemption = None if "\x00" in redemption_id else (  # PostgreSQL text cannot hold NUL: no such id
+        Redemption.objects.select_related("reward", "member", "hold")
+        .filter(program_id=request.user.program_id, public_id=redemption_id).first())
     if redemption is None:
         raise services.NotFound(f"No redemption {redemption_id!r}.", param="id", code="redemption_not_found")
     return redemption
@@ -100,6 +106,9 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
 
         class Meta:
             ref_name = "RedemptionCreate"
+
+        # What validate() checks, for the schema: exactly one of reward and points.
+        openapi_extra = {"oneOf": [{"required": ["reward"]}, {"required": ["points"]}]}
 
         def validate(self, attrs):
             if ("reward" in attrs) == ("points" in attrs):

@@ -96,9 +96,13 @@ def _give_stock_back(redemption: Redemption) -> None:
 
 
 def _give_vouchers(redemption: Redemption, now: dt.datetime) -> str:
+    """Generated codes are made at capture. Pool codes are reserved as soon as the redemption
+    exists (held or captured), so holds can never outnumber the codes; a void frees them."""
     reward = redemption.reward
     if reward is None or reward.vouchers == Reward.Vouchers.NONE:
         return ""
+    if redemption.voucher_code:
+        return redemption.voucher_code
     if reward.vouchers == Reward.Vouchers.GENERATED:
         codes = [voucher_generate() for _ in range(redemption.quantity)]
         VoucherCode.objects.bulk_create(
@@ -152,10 +156,11 @@ def redemption_create(
                                       source=source, now=now)
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
         redemption.save(force_insert=True)
-        if capture:
+        if capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL):
             redemption.voucher_code = _give_vouchers(redemption, now)
             if redemption.voucher_code:
                 Redemption.objects.filter(pk=redemption.pk).update(voucher_code=redemption.voucher_code)
+        if capture:
             _notify(redemption, "reward.redeemed", now)
     return redemption
 
@@ -207,8 +212,10 @@ def redemption_void(
         if redemption.hold.status == Hold.Status.OPEN:
             ledger.hold_void(hold=redemption.hold, key=f"void:{redemption.public_id}", now=now, description=reason)
         _give_stock_back(redemption)
-        redemption.status, redemption.resolved_at = Redemption.Status.VOIDED, now
-        redemption.save(update_fields=["status", "resolved_at"])
+        # Reserved pool codes were never shown: they go back to the pool.
+        VoucherCode.objects.filter(redemption=redemption).update(redemption=None, given_at=None)
+        redemption.status, redemption.resolved_at, redemption.voucher_code = Redemption.Status.VOIDED, now, ""
+        redemption.save(update_fields=["status", "resolved_at", "voucher_code"])
         _notify(redemption, "redemption.voided", now)
     return redemption
 
@@ -255,6 +262,7 @@ def voucher_codes_upload(*, reward: Reward, codes: list[str]) -> int:
     ``codes``) is skipped, so each code is still given out once. A pool reward's availability is
     its free codes, so its ``stock`` is left alone (keep it empty).
     """
+    reward = Reward.objects.get(pk=reward.pk)
     if reward.vouchers != Reward.Vouchers.POOL:
         raise DomainError(f"The reward {reward.code!r} does not give codes from an uploaded pool.",
                           param="reward", code="reward_not_pool")

@@ -36,3 +36,19 @@ def test_reward_redemption_and_hold_flow(api, program, funded):
     from ledger.audit import run_audit
 
     assert run_audit() == []
+
+
+def test_pool_codes_are_reserved_by_holds_and_freed_by_voids(api, program, funded):
+    from campaigns.models import VoucherCode
+
+    reward = Reward.objects.create(program=program, code="cinema", name="Cinema", cost=100, vouchers="pool")
+    VoucherCode.objects.create(reward=reward, code="ONLY-ONE")
+    assert api.get("/api/v1/rewards").json()["data"][0]["stock"] == 1
+    held = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "cinema", "capture": False}, format="json")
+    assert held.status_code == 201 and held.json()["voucher_code"] is None
+    assert api.get("/api/v1/rewards").json()["data"][0]["available"] is False
+    second = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "cinema", "capture": False}, format="json")
+    assert second.status_code == 409 and second.json()["error"]["code"] == "out_of_stock"
+    api.post(f"/api/v1/redemptions/{held.json()['id']}/void")
+    again = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "cinema"}, format="json")
+    assert again.status_code == 201 and again.json()["voucher_code"] == "ONLY-ONE"
