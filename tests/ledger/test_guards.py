@@ -1,0 +1,278 @@
+"""What the database itself refuses, what running twice does, and what a key buys."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError, ProgrammingError, connection, transaction
+
+from ledger import services, upkeep
+from ledger.audit import run_audit
+from ledger.errors import IdempotencyKeyReused, InsufficientPoints, InvalidLedgerState
+from ledger.models import Balance, Entry, Hold, Lot, Operation
+from ledger.partitions import ENTRY_TABLE, partition_name
+from tests.ledger.ledger_state import ledger_snapshot
+
+NOW = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+def balance_of(member) -> tuple[int, int, int, int]:
+    b = Balance.objects.get(member=member)
+    return b.available, b.pending, b.held, b.lifetime_expired
+
+
+# --- the journal is append-only --------------------------------------------------------
+# The trigger RAISEs (SQLSTATE P0001), which psycopg and so Django class as ProgrammingError.
+REFUSED = "pgtrigger: Cannot update or delete rows"
+
+
+@pytest.fixture
+def entry(member):
+    services.points_earn(member=member, points=10, key="earn", now=NOW)
+    return Entry.objects.get(member=member)
+
+
+@pytest.mark.parametrize("table", [ENTRY_TABLE, partition_name(NOW.date())], ids=["parent", "partition"])
+def test_raw_update_of_an_entry_is_refused(entry, table):
+    with pytest.raises(ProgrammingError, match=REFUSED), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET points = 1000 WHERE id = %s", [entry.pk])
+    assert Entry.objects.get(pk=entry.pk).points == 10
+
+
+@pytest.mark.parametrize("table", [ENTRY_TABLE, partition_name(NOW.date())], ids=["parent", "partition"])
+def test_raw_delete_of_an_entry_is_refused(entry, table):
+    with pytest.raises(ProgrammingError, match=REFUSED), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [entry.pk])
+    assert Entry.objects.filter(pk=entry.pk).exists()
+
+
+def test_orm_update_and_delete_of_entries_are_refused(entry):
+    with pytest.raises(ProgrammingError, match=REFUSED), transaction.atomic():
+        Entry.objects.filter(pk=entry.pk).update(description="edited")
+    with pytest.raises(ProgrammingError, match=REFUSED), transaction.atomic():
+        Entry.objects.filter(pk=entry.pk).delete()
+    assert Entry.objects.filter(pk=entry.pk, description="").exists()
+
+
+# --- no catch-all partition ------------------------------------------------------------
+
+
+def test_entry_table_is_range_partitioned_without_a_default_partition(db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT partstrat, partdefid::int FROM pg_partitioned_table WHERE partrelid = %s::regclass",
+            [ENTRY_TABLE],
+        )
+        assert cursor.fetchone() == ("r", 0)
+        cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+            [ENTRY_TABLE],
+        )
+        partitions, defaults = cursor.fetchone()
+    assert partitions >= 12 * 6 and defaults == 0
+
+
+def test_a_row_for_a_month_without_partition_is_refused(member):
+    with pytest.raises(IntegrityError, match="no partition"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points) "
+            "VALUES ('2040-06-15 12:00:00+00', %s, %s, 'earn', 5)",
+            [member.program_id, member.pk],
+        )
+    assert not Entry.objects.filter(member=member).exists()
+
+
+def test_a_service_dated_in_a_month_without_partition_changes_nothing(member):
+    before = ledger_snapshot()
+    with pytest.raises(IntegrityError, match="no partition"):
+        services.points_earn(member=member, points=5, key="far-future", now=dt.datetime(2040, 6, 15, tzinfo=dt.UTC))
+    assert ledger_snapshot() == before
+
+
+# --- upkeep twice is upkeep once -------------------------------------------------------
+
+
+def test_expiry_twice_equals_once(make_program, make_member):
+    program = make_program(expiry_days=30)
+    first, second = make_member(program), make_member(program)
+    for member in (first, second):
+        services.points_earn(member=member, points=100, key=f"old-{member.pk}", now=NOW)
+        services.points_earn(member=member, points=40, key=f"new-{member.pk}", now=NOW + 20 * DAY)
+    services.points_redeem(member=first, points=30, key="redeem", now=NOW + 21 * DAY)
+    due = NOW + 30 * DAY
+
+    assert upkeep.lots_expire(now=due, batch_size=1) == 2
+    once = ledger_snapshot()
+    assert upkeep.lots_expire(now=due, batch_size=1) == 0
+    assert upkeep.lots_expire(now=due + DAY) == 0
+    assert ledger_snapshot() == once
+
+    expired = Entry.objects.filter(kind="expire").order_by("member_id")
+    assert [(e.member_id, e.points) for e in expired] == [(first.pk, -70), (second.pk, -100)]
+    assert balance_of(first) == (40, 0, 0, 70)
+    assert balance_of(second) == (40, 0, 0, 100)
+    # a spend path at the same moment settles nothing more
+    services.points_redeem(member=first, points=40, key="after", now=due)
+    assert Entry.objects.filter(kind="expire").count() == 2
+    assert run_audit() == []
+
+
+def test_maturing_twice_equals_once(make_program, make_member):
+    program = make_program(pending_days=2)
+    member = make_member(program)
+    services.points_earn(member=member, points=25, key="a", now=NOW)
+    services.points_earn(member=member, points=15, key="b", now=NOW + DAY)
+    assert balance_of(member) == (0, 40, 0, 0)
+
+    assert upkeep.lots_mature(now=NOW + 2 * DAY) == 1
+    once = ledger_snapshot()
+    assert balance_of(member) == (25, 15, 0, 0)
+    assert upkeep.lots_mature(now=NOW + 2 * DAY) == 0
+    assert ledger_snapshot() == once
+    assert upkeep.lots_mature(now=NOW + 3 * DAY) == 1
+    assert upkeep.lots_mature(now=NOW + 3 * DAY) == 0
+    assert balance_of(member) == (40, 0, 0, 0)
+    assert list(Lot.objects.filter(member=member).values_list("matured", flat=True)) == [True, True]
+    assert run_audit() == []
+
+
+# --- idempotency keys ------------------------------------------------------------------
+
+
+@pytest.fixture
+def funded(member):
+    services.points_earn(member=member, points=500, key="funding", now=NOW)
+    return member
+
+
+def _earn(member, points):
+    return services.points_earn(member=member, points=points, key="k", now=NOW)
+
+
+def _redeem(member, points):
+    return services.points_redeem(member=member, points=points, key="k", now=NOW)
+
+
+def _hold(member, points):
+    return services.points_hold(member=member, points=points, key="k", now=NOW)
+
+
+def _adjust(member, points):
+    return services.points_adjust(member=member, points=-points, key="k", reason="fix", now=NOW)
+
+
+def _reverse(member, points):
+    earn = Operation.objects.get(program_id=member.program_id, key="funding")
+    return services.points_reverse(earn=earn, points=points, key="k", now=NOW)
+
+
+def _hold_then(action):
+    def call(member, points):
+        return action(hold=Hold.objects.get(member=member, points=points), key="k", now=NOW)
+    return call
+
+
+def _cancel(member, points):
+    redemption = Operation.objects.get(program_id=member.program_id, key=f"redeem-{points}")
+    return services.redemption_cancel(redemption=redemption, key="k", now=NOW)
+
+
+KEYED = {
+    "earn": _earn, "redeem": _redeem, "hold": _hold, "adjust": _adjust, "reverse": _reverse,
+    "capture": _hold_then(services.hold_capture), "void": _hold_then(services.hold_void), "cancel": _cancel,
+}
+
+
+@pytest.fixture
+def busy(funded):
+    """Holds and redemptions of 20 and of 21 points, for the calls that act on one."""
+    for points in (20, 21):
+        services.points_hold(member=funded, points=points, key=f"hold-{points}", now=NOW)
+        services.points_redeem(member=funded, points=points, key=f"redeem-{points}", now=NOW)
+    return funded
+
+
+@pytest.mark.parametrize("call", KEYED.values(), ids=KEYED.keys())
+def test_same_key_same_request_replays_the_first_operation(busy, call):
+    first = call(busy, 20)
+    once = ledger_snapshot()
+    later = call(busy, 20)
+    assert later.pk == first.pk
+    if isinstance(first, Operation):
+        assert first.replayed is False and later.replayed is True
+    assert ledger_snapshot() == once
+    assert Operation.objects.filter(program_id=busy.program_id, key="k").count() == 1
+    assert run_audit() == []
+
+
+@pytest.mark.parametrize("call", KEYED.values(), ids=KEYED.keys())
+def test_same_key_other_request_is_refused(busy, call):
+    call(busy, 20)
+    once = ledger_snapshot()
+    with pytest.raises(IdempotencyKeyReused):
+        call(busy, 21)
+    assert ledger_snapshot() == once
+
+
+def test_same_key_for_another_member_or_kind_is_refused_but_another_program_is_free(funded, make_program,
+                                                                                    make_member, program):
+    services.points_earn(member=funded, points=20, key="k", now=NOW)
+    neighbour, stranger = make_member(program), make_member(make_program())
+    once = ledger_snapshot()
+    with pytest.raises(IdempotencyKeyReused):
+        services.points_earn(member=neighbour, points=20, key="k", now=NOW)
+    with pytest.raises(IdempotencyKeyReused):
+        services.points_redeem(member=funded, points=20, key="k", now=NOW)
+    assert ledger_snapshot() == once
+    assert services.points_earn(member=stranger, points=20, key="k", now=NOW).replayed is False
+
+
+def test_a_refused_service_leaves_no_operation_and_frees_its_key(funded):
+    before = ledger_snapshot()
+    with pytest.raises(InsufficientPoints):
+        services.points_redeem(member=funded, points=501, key="too-much", now=NOW)
+    assert ledger_snapshot() == before
+    assert not Operation.objects.filter(key="too-much").exists()
+
+    redeemed = services.points_redeem(member=funded, points=500, key="too-much", now=NOW)
+    assert redeemed.replayed is False
+    assert balance_of(funded) == (0, 0, 0, 0)
+
+
+def test_a_refused_state_change_leaves_no_operation(funded):
+    hold = services.points_hold(member=funded, points=50, key="hold", now=NOW)
+    services.hold_void(hold=hold, key="void", now=NOW)
+    before = ledger_snapshot()
+    with pytest.raises(InvalidLedgerState):
+        services.hold_capture(hold=hold, key="capture", now=NOW)
+    assert ledger_snapshot() == before
+    assert not Operation.objects.filter(key="capture").exists()
+
+
+def test_an_earn_cannot_be_cancelled_nor_a_redemption_reversed(funded):
+    earn = Operation.objects.get(key="funding")
+    redemption = services.points_redeem(member=funded, points=30, key="redeem", now=NOW)
+    before = ledger_snapshot()
+    with pytest.raises(InvalidLedgerState) as cancelled:
+        services.redemption_cancel(redemption=earn, key="cancel", now=NOW)
+    with pytest.raises(InvalidLedgerState) as reversed_:
+        services.points_reverse(earn=redemption, points=1, key="reverse", now=NOW)
+    assert (cancelled.value.code, reversed_.value.code) == ("not_a_redemption", "not_an_earn")
+    assert ledger_snapshot() == before
+
+
+def test_a_hold_cannot_be_captured_at_its_deadline_but_can_be_voided(funded):
+    hold = services.points_hold(member=funded, points=50, key="hold", timeout=dt.timedelta(hours=2), now=NOW)
+    deadline = NOW + dt.timedelta(hours=2)
+    with pytest.raises(InvalidLedgerState) as refused:
+        services.hold_capture(hold=hold, key="capture", now=deadline)
+    assert refused.value.code == "hold_expired"
+    assert upkeep.holds_void_expired(now=deadline - dt.timedelta(seconds=1)) == 0
+    assert upkeep.holds_void_expired(now=deadline) == 1
+    assert upkeep.holds_void_expired(now=deadline) == 0
+    assert Hold.objects.get(pk=hold.pk).status == Hold.Status.VOIDED
+    assert balance_of(funded) == (500, 0, 0, 0)
+    assert run_audit() == []
