@@ -12,14 +12,16 @@ from accounts.services import member_create, member_update
 from ledger.selectors import balance_output, balance_read, expiring_by_member
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
-from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
-from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
+from loyalty.api.strict import STORABLE_JSON_HELP, StrictQueryMixin, StrictSerializer, storable_json
 from loyalty.errors import NotFound
+
+WS = schema.WHITESPACE  # Python's \s, spelled so that the schema's (ECMA) regex means the same
 
 
 def EmailField(**kwargs) -> serializers.RegexField:  # noqa: N802 - a field factory
     """Lenient on purpose (``a@b.c`` is accepted): partners' systems hold all sorts of addresses."""
-    return serializers.RegexField(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", **kwargs)
+    return serializers.RegexField(rf"^[^@{WS}]+@[^@{WS}]+\.[^@{WS}]+\Z", **kwargs)
 
 
 class MemberNotFound(NotFound):
@@ -48,7 +50,7 @@ def member_output(member: Member, *, balance: dict | None = None) -> dict:
 
 class MemberOut(serializers.Serializer):
     external_id = serializers.CharField()
-    email = serializers.EmailField(allow_blank=True)
+    email = serializers.CharField(allow_blank=True)  # as given: the input check is lenient
     attributes = serializers.DictField()
     tier = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=Member.Status.choices)
@@ -58,16 +60,17 @@ class MemberOut(serializers.Serializer):
 
 class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
     class InputSerializer(StrictSerializer):
-        external_id = serializers.RegexField(r"^[^/\s]{1,255}$", max_length=255)
+        external_id = serializers.RegexField(rf"^[^/{WS}]{{1,255}}\Z", max_length=255)
         email = EmailField(required=False, allow_blank=True, max_length=254)
-        attributes = serializers.DictField(required=False)
+        attributes = serializers.DictField(required=False, validators=[storable_json], help_text=STORABLE_JSON_HELP)
 
         class Meta:
             ref_name = "MemberCreate"
 
     @property
     def query_params_allowed(self):
-        return LIST_PARAMS if self.request.method == "GET" else frozenset()
+        # Only POST refuses the list parameters: another method is answered 405, not 400.
+        return frozenset() if self.request.method == "POST" else LIST_PARAMS
 
     @extend_schema(
         request=InputSerializer, responses={201: MemberOut, 400: schema.Error, 409: schema.Error},
@@ -86,12 +89,7 @@ class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
     def get(self, request):
         limit = page_limit(request)
         members = Member.objects.filter(program_id=request.user.program_id).order_by("id")
-        after = request.query_params.get("starting_after")
-        if after is not None:
-            cursor = members.filter(external_id=after).values_list("id", flat=True).first()
-            if cursor is None:
-                raise bad_cursor(after)
-            members = members.filter(id__gt=cursor)
+        members = after_id(request, members, "external_id")
         rows = list(members.select_related("balance")[: limit + 1])
         expiring = expiring_by_member([m.pk for m in rows[:limit]])
         return Response(page(rows, limit, lambda m: member_output(
@@ -101,7 +99,7 @@ class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
 class MemberDetailView(IdempotentMixin, StrictQueryMixin, APIView):
     class UpdateSerializer(StrictSerializer):
         email = EmailField(required=False, allow_blank=True, max_length=254)
-        attributes = serializers.DictField(required=False)
+        attributes = serializers.DictField(required=False, validators=[storable_json], help_text=STORABLE_JSON_HELP)
 
         class Meta:
             ref_name = "MemberUpdate"

@@ -18,7 +18,7 @@ from campaigns.models import Redemption, Reward
 from ledger.selectors import balance_read
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
-from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
+from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.ratelimit import rate_limit_hit
 from loyalty.api.strict import StrictQueryMixin, StrictSerializer
 
@@ -76,20 +76,14 @@ class RewardListView(StrictQueryMixin, APIView):
         limit = page_limit(request)
         rewards = (Reward.objects.filter(program_id=request.user.program_id).order_by("id")
                    .annotate(free_codes=Count("codes", filter=Q(codes__redemption__isnull=True))))
-        after = request.query_params.get("starting_after")
-        if after is not None:
-            cursor = rewards.filter(code=after).values_list("id", flat=True).first() if "\x00" not in after else None
-            if cursor is None:
-                raise bad_cursor(after)
-            rewards = rewards.filter(id__gt=cursor)
+        rewards = after_id(request, rewards, "code")
         now = timezone.now()
         return Response(page(list(rewards[: limit + 1]), limit, lambda r: reward_output(r, now)))
 
 
 def _redemption_get(request, redemption_id: str) -> Redemption:
-    redemption = None if "\x00" in redemption_id else (  # PostgreSQL text cannot hold NUL: no such id
-        Redemption.objects.select_related("reward", "member", "hold")
-        .filter(program_id=request.user.program_id, public_id=redemption_id).first())
+    redemption = (Redemption.objects.select_related("reward", "member", "hold")
+                  .filter(program_id=request.user.program_id, public_id=redemption_id).first())
     if redemption is None:
         raise services.NotFound(f"No redemption {redemption_id!r}.", param="id", code="redemption_not_found")
     return redemption

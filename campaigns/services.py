@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.models import Member
 from campaigns.models import Redemption, Reward, VoucherCode
 from ledger import services as ledger
+from ledger.errors import IdempotencyKeyReused
 from ledger.models import Hold
 from ledger.services import Source
 from loyalty.errors import Conflict, DomainError, NotFound
@@ -135,6 +136,8 @@ def redemption_create(
         ledger.members_lock([member.pk])
         existing = Redemption.objects.filter(operation__program_id=member.program_id, operation__key=key).first()
         if existing is not None:
+            _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
+                                capture=capture)
             return existing
         if reward is not None:
             reward = Reward.objects.get(pk=reward.pk)
@@ -163,6 +166,19 @@ def redemption_create(
         if capture:
             _notify(redemption, "reward.redeemed", now)
     return redemption
+
+
+def _check_same_request(existing: Redemption, *, member, reward, quantity, points, capture) -> None:
+    """A key names one redemption: the same key for another member, reward or amount is refused."""
+    same = (
+        existing.member_id == member.pk
+        and existing.reward_id == (reward.pk if reward is not None else None)
+        and existing.quantity == quantity
+        and (reward is not None or existing.points == points)
+        and (existing.hold_id is None) == capture
+    )
+    if not same:
+        raise IdempotencyKeyReused("This key was already used for a different redemption.", param="key")
 
 
 def _notify(redemption: Redemption, type: str, now: dt.datetime) -> None:

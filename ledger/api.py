@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -62,7 +62,8 @@ class TransactionListView(StrictQueryMixin, APIView):
         entries = Entry.objects.filter(member_id=member.pk).order_by("-created_at", "-id")
         after = request.query_params.get("starting_after")
         if after is not None:
-            cursor = entries.filter(pk=int(after)).values_list("created_at", "id").first() if after.isdigit() else None
+            cursor = (entries.filter(pk=int(after)).values_list("created_at", "id").first()
+                      if after.isascii() and after.isdigit() else None)
             if cursor is None:
                 raise bad_cursor(after)
             created_at, entry_id = cursor
@@ -70,10 +71,17 @@ class TransactionListView(StrictQueryMixin, APIView):
         return Response(page(list(entries[: limit + 1]), limit, transaction_output))
 
 
+@extend_schema_field({"oneOf": [{"type": "integer", "minimum": -10**9, "maximum": -1},
+                                 {"type": "integer", "minimum": 1, "maximum": 10**9}],
+                       "description": "Positive to add, negative to deduct; never 0."})
+class NonZeroPoints(serializers.IntegerField):
+    pass
+
+
 class AdjustmentView(IdempotentMixin, StrictQueryMixin, APIView):
     class InputSerializer(StrictSerializer):
         member_id = serializers.CharField(max_length=255)
-        points = serializers.IntegerField(min_value=-10**9, max_value=10**9)
+        points = NonZeroPoints(min_value=-10**9, max_value=10**9)
         reason = serializers.CharField(max_length=255)
 
         def validate_points(self, value):

@@ -73,7 +73,7 @@ def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.dateti
         earlier = Operation.objects.get(program_id=member.program_id, key=key)
         if earlier.request_hash != request_hash:
             raise IdempotencyKeyReused(
-                f"The key {key!r} was already used for a different {earlier.kind} request.", param="key"
+                f"This key was already used for a different {earlier.kind} request.", param="key"
             )
         earlier.replayed = True
         return earlier
@@ -441,6 +441,14 @@ def hold_capture(*, hold: Hold, key: str, now: dt.datetime | None = None) -> Hol
     return hold
 
 
+def _source_of(operation: Operation, default: Source) -> Source:
+    """What the entries of ``operation`` name as their source: points given back name it too."""
+    row = (Entry.objects.filter(member_id=operation.member_id, created_at__gte=operation.created_at,
+                                operation_id=operation.pk)
+           .exclude(source_type="").values_list("source_type", "source_id").first())
+    return Source(*row) if row else default
+
+
 def hold_void(
     *, hold: Hold, key: str, now: dt.datetime | None = None, description: str = "Hold released",
 ) -> Hold:
@@ -457,7 +465,7 @@ def hold_void(
             raise InvalidLedgerState(f"The hold is {hold.status}, not open.", code="hold_not_open")
         returned, expired, entries = _give_back(
             taken_by=hold.operation, operation=operation, member=member, now=now, kind=EntryKind.RELEASE,
-            description=description, source=Source("hold", str(hold.pk)),
+            description=description, source=_source_of(hold.operation, Source("hold", str(hold.pk))),
         )
         Entry.objects.bulk_create(entries)
         Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.VOIDED, resolved_at=now)
@@ -490,7 +498,7 @@ def redemption_cancel(
             raise InvalidLedgerState("Only a redemption can be cancelled.", code="not_a_redemption")
         returned, expired, entries = _give_back(
             taken_by=redemption, operation=operation, member=member, now=now, kind=EntryKind.REVERSE,
-            description=description, source=Source("redemption", str(redemption.pk)),
+            description=description, source=_source_of(redemption, Source("redemption", str(redemption.pk))),
         )
         if not returned:
             raise InvalidLedgerState("The redemption is already cancelled.", code="redemption_already_cancelled")

@@ -94,10 +94,8 @@ def main() -> int:
         _manage("collectstatic", "--no-input", "-v", "0")
         _manage("ledger_partitions")
         _manage("seed_demo")
-        workers = os.environ.get("WEB_CONCURRENCY", str(max(2, (os.cpu_count() or 1) * 2)))
         children.append(subprocess.Popen([
-            str(BIN / "gunicorn"), "loyalty.wsgi", "--bind", f"{host}:{port}", "--workers", workers,
-            "--access-logfile", "-", "--graceful-timeout", "10",
+            str(BIN / "gunicorn"), "-c", str(BASE_DIR / "loyalty" / "gunicorn_conf.py"), "--bind", f"{host}:{port}",
         ], cwd=BASE_DIR))
         children.append(subprocess.Popen([
             str(BIN / "celery"), "-A", "loyalty", "worker", "--loglevel", "INFO",

@@ -11,7 +11,8 @@ from rest_framework.views import APIView
 from ledger.selectors import balance_read
 from loyalty.api import schema
 from loyalty.api.errors import envelope
-from loyalty.api.strict import StrictQueryMixin
+from loyalty.api.idempotency import IdempotentMixin
+from loyalty.api.strict import StrictQueryMixin, StrictSerializer
 from rules.models import InboundEvent
 from rules.pipeline import event_submit, events_submit_batch
 
@@ -23,14 +24,24 @@ AwardSerializer = inline_serializer("Award", {
 }, many=True)
 
 
-class EventInput(serializers.Serializer):
-    """For the schema: the pipeline itself checks the event, so that even invalid ones are kept."""
+class EventInput(StrictSerializer):
+    """For the schema: the pipeline itself checks the event (rules.validation.event_clean), so
+    that even invalid ones are kept. Unknown fields are refused."""
 
-    event_id = serializers.CharField(max_length=255)
-    type = serializers.CharField(max_length=64)
-    member_id = serializers.CharField(max_length=255)
-    occurred_at = serializers.DateTimeField(required=False)
-    properties = serializers.DictField(required=False)
+    event_id = serializers.RegexField(r"^[A-Za-z0-9._:\-]{1,255}\Z", max_length=255)
+    type = serializers.RegexField(
+        r"^[a-z][a-z0-9_]{0,63}\Z", max_length=64,
+        help_text="A built-in type (purchase, refund, signup) or one the program declares.")
+    member_id = serializers.CharField(max_length=255, trim_whitespace=False)
+    occurred_at = serializers.DateTimeField(required=False, help_text="With a time zone; not in the future.")
+    properties = serializers.DictField(
+        required=False,
+        help_text="Checked against the type's JSON Schema. No NUL character (\\u0000) or lone surrogate anywhere.")
+
+
+EventProcessed = inline_serializer("EventProcessed", {
+    "event_id": serializers.CharField(), "status": serializers.CharField(),
+    "awards": AwardSerializer, "balance": schema.Balance(required=False)})
 
 
 def _event_output(event: InboundEvent) -> dict:
@@ -44,14 +55,12 @@ def _event_output(event: InboundEvent) -> dict:
     }
 
 
-class EventCreateView(StrictQueryMixin, APIView):
+class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
     @extend_schema(
         request=EventInput,
         responses={
-            201: inline_serializer("EventProcessed", {
-                "event_id": serializers.CharField(), "status": serializers.CharField(),
-                "awards": AwardSerializer, "balance": schema.Balance()}),
-            200: OpenApiResponse(description="The same event_id again: the first result."),
+            201: EventProcessed,
+            200: OpenApiResponse(EventProcessed, description="The same event_id again: the first result."),
             400: schema.Error, 404: schema.Error,
         },
         summary="Send one event; it is qualified in real time",
@@ -71,9 +80,21 @@ class EventCreateView(StrictQueryMixin, APIView):
         return Response(body, status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK)
 
 
-class EventBatchView(StrictQueryMixin, APIView):
+class EventBatchInput(StrictSerializer):
+    """For the schema: each event is checked on its own, so the batch takes any items."""
+
+    events = serializers.ListField(
+        child=serializers.JSONField(), min_length=1, max_length=MAX_BATCH,
+        help_text="Events as POST /api/v1/events takes them. One that is not a valid event is listed in "
+                  "`rejected` (and kept); it never fails the batch.")
+
+    class Meta:
+        ref_name = "EventBatch"
+
+
+class EventBatchView(IdempotentMixin, StrictQueryMixin, APIView):
     @extend_schema(
-        request=inline_serializer("EventBatch", {"events": EventInput(many=True)}),
+        request=EventBatchInput,
         responses={202: inline_serializer("EventBatchAccepted", {
             "accepted": serializers.IntegerField(), "duplicates": serializers.IntegerField(),
             "rejected": inline_serializer("EventRejected", {

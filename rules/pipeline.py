@@ -22,6 +22,7 @@ from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Operation
 from ledger.services import EarnRequest, Source
+from loyalty.jsontext import MESSAGES, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent, RuleUsage
 from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_clean
@@ -107,6 +108,23 @@ def _save_usage(increments: dict[tuple[int, int, str], tuple[int, int]]) -> None
 # --- single events, inline --------------------------------------------------------------
 
 
+def keepable(payload: object) -> tuple[object, EventInvalid | None]:
+    """The payload as it can be stored, and why it is invalid if it cannot be stored as sent.
+
+    PostgreSQL cannot store a NUL or a lone surrogate, and the payload column is never SQL
+    NULL: such an event is kept as its JSON text (escaped, so nothing is lost) and rejected."""
+    reason = "invalid_event" if payload is None else unstorable(payload)
+    if reason is None:
+        return payload, None
+    message = MESSAGES.get(reason, "An event must be a JSON object.")
+    return {"unstorable_json": json.dumps(payload)}, EventInvalid(message, code=reason)
+
+
+def _event_id(payload: object) -> str | None:
+    event_id = payload.get("event_id") if isinstance(payload, dict) else None
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 255 else None
+
+
 @dataclass
 class Submission:
     event: InboundEvent
@@ -120,14 +138,14 @@ def event_submit(*, program: Program, partner: Partner | None, payload: object) 
     that a ``rejected`` event may be sent again with the same id and is then tried anew.
     """
     now = timezone.now()
-    event_id = payload.get("event_id") if isinstance(payload, dict) else None
-    event_id = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 255 else None
+    payload, unstorable = keepable(payload)
+    event_id = None if unstorable else _event_id(payload)
     with transaction.atomic(durable=True):
         event, created = _store_one(program, partner, payload, event_id, now)
         if not created and event.status != InboundEvent.Status.REJECTED:
             return Submission(event, False)
         event.payload, event.received_at = payload, now
-        _process_inline(program, event, now)
+        _process_inline(program, event, now, invalid=unstorable)
     metrics.observe(program, [event], now)
     return Submission(event, True)
 
@@ -148,9 +166,12 @@ def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, 
     return InboundEvent.objects.select_for_update().get(program=program, event_id=event_id), False
 
 
-def _process_inline(program: Program, event: InboundEvent, now: dt.datetime) -> None:
+def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
+                    invalid: EventInvalid | None = None) -> None:
     """Validate, qualify and post one stored event, inside the caller's transaction."""
     try:
+        if invalid:
+            raise invalid
         clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now)
         event.type, event.member_external_id = clean.type, clean.member_id
         event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
@@ -229,14 +250,17 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
     rows, seen = [], set()
     cleaned: list[tuple[int, CleanEvent]] = []
     for index, payload in enumerate(payloads):
-        raw_id = payload.get("event_id") if isinstance(payload, dict) else None
-        event_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 255 else None
+        payload, unstorable = keepable(payload)
+        raw_id = payload.get("event_id") if isinstance(payload, dict) and not unstorable else None
+        event_id = _event_id(payload) if not unstorable else None
         if event_id is not None and event_id in seen:
             result.duplicates += 1
             continue
         if event_id is not None:
             seen.add(event_id)
         try:
+            if unstorable:
+                raise unstorable
             cleaned.append((index, event_clean(payload, custom_schemas=schemas, now=now)))
         except EventInvalid as exc:
             result.rejected.append({"index": index, "event_id": raw_id if isinstance(raw_id, str) else None,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
-from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
+from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.strict import StrictQueryMixin, StrictSerializer
 from loyalty.errors import NotFound
 from webhooks.models import WEBHOOK_EVENT_TYPES, WebhookEndpoint
@@ -61,13 +61,21 @@ class WebhookEndpointCreatedOut(WebhookEndpointOut):
         ref_name = "WebhookEndpointCreated"
 
 
+@extend_schema_field({"type": "string", "enum": list(WEBHOOK_EVENT_TYPES)})
+class EventTypeField(serializers.CharField):
+    """A webhook event type; endpoint_create refuses others with ``invalid_event_type``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=64, **kwargs)
+
+
 class WebhookEndpointListView(IdempotentMixin, StrictQueryMixin, APIView):
     """Endpoints receive the program's events as signed POSTs; see docs/webhooks.md."""
 
     class InputSerializer(StrictSerializer):
         url = serializers.URLField(max_length=2048, help_text="https:// (http:// too in development).")
         event_types = serializers.ListField(
-            child=serializers.CharField(max_length=64), required=False, max_length=len(WEBHOOK_EVENT_TYPES) * 2,
+            child=EventTypeField(), required=False, max_length=len(WEBHOOK_EVENT_TYPES) * 2,
             help_text=f"Any of {', '.join(WEBHOOK_EVENT_TYPES)}. Empty or absent: every type.",
         )
 
@@ -76,7 +84,8 @@ class WebhookEndpointListView(IdempotentMixin, StrictQueryMixin, APIView):
 
     @property
     def query_params_allowed(self):
-        return LIST_PARAMS if self.request.method == "GET" else frozenset()
+        # Only POST refuses the list parameters: another method is answered 405, not 400.
+        return frozenset() if self.request.method == "POST" else LIST_PARAMS
 
     @extend_schema(
         request=InputSerializer, parameters=[schema.IDEMPOTENCY_KEY],
@@ -97,12 +106,7 @@ class WebhookEndpointListView(IdempotentMixin, StrictQueryMixin, APIView):
     def get(self, request):
         limit = page_limit(request)
         endpoints = WebhookEndpoint.objects.filter(program_id=request.user.program_id).order_by("id")
-        after = request.query_params.get("starting_after")
-        if after is not None:
-            cursor = endpoints.filter(public_id=after).values_list("id", flat=True).first()
-            if cursor is None:
-                raise bad_cursor(after)
-            endpoints = endpoints.filter(id__gt=cursor)
+        endpoints = after_id(request, endpoints, "public_id")
         return Response(page(list(endpoints[: limit + 1]), limit, endpoint_output))
 
 

@@ -29,10 +29,13 @@ class PartnerKeyAuthentication(BaseAuthentication):
         parts = header.split()
         if len(parts) != 2 or parts[0] != self.keyword:
             raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <API key>'.")
-        try:
-            api_key = PartnerAPIKey.objects.get_from_key(parts[1])
-        except PartnerAPIKey.DoesNotExist:
-            raise exceptions.AuthenticationFailed("Invalid API key.") from None
+        # One query for the key, its partner and its program; the secret part is checked against
+        # the stored hash by the key library itself.
+        prefix = parts[1].partition(".")[0]
+        api_key = (PartnerAPIKey.objects.select_related("partner__program")
+                   .filter(prefix=prefix).first() if prefix.isascii() and prefix.isalnum() else None)
+        if api_key is None or not api_key.is_valid(parts[1]):
+            raise exceptions.AuthenticationFailed("Invalid API key.")
         if api_key.revoked or api_key.has_expired:
             raise exceptions.AuthenticationFailed("This API key has been revoked or has expired.")
         if not api_key.partner.is_active:

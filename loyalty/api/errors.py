@@ -51,7 +51,11 @@ _CODES = {
 
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        return Response(envelope(exc.error_type, exc.code, exc.message, exc.param), status=exc.status)
+        param = exc.param
+        if exc.code == "idempotency_key_reused":
+            # Below the API a reused key is an operation key; here it can only be the header's.
+            param = "Idempotency-Key"
+        return Response(envelope(exc.error_type, exc.code, exc.message, param), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("No such resource.")
     elif isinstance(exc, PermissionDenied):

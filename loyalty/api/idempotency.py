@@ -3,8 +3,8 @@
 The first request with a key claims it (a row committed at once, so a concurrent twin sees
 it and gets 409 ``idempotency_key_in_use``); its response is stored when it is done and
 replayed, with ``Idempotent-Replayed: true``, for the same key and the same body. The same
-key with another body is 422 ``idempotency_key_reused``. Responses of 5xx are not stored:
-the key is freed so the request can be retried. A claim whose request died (no response
+key with another body is 422 ``idempotency_key_reused``. Responses of 5xx and 429 are not
+stored: the key is freed so the request can be retried. A claim whose request died (no response
 after ``IDEMPOTENCY_LOCK_SECONDS``) may be taken over; ledger writes below carry operation
 keys derived from the idempotency key, so a takeover never posts twice.
 """
@@ -102,7 +102,9 @@ class IdempotentMixin:
     def operation_key(self, request, suffix: str = "") -> str | None:
         """A ledger operation key derived from the request's Idempotency-Key, if it has one."""
         key = request.headers.get(HEADER)
-        return f"idem:{key}{suffix}" if key else None
+        if not key:
+            return None
+        return f"idem:{hashlib.sha256(key.encode()).hexdigest()}{suffix}"
 
     def handle_exception(self, exc):
         if isinstance(exc, _Replay):
@@ -113,7 +115,7 @@ class IdempotentMixin:
         response = super().finalize_response(request, response, *args, **kwargs)
         record = getattr(self, "_idempotency_record", None)
         if record is not None:
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code == 429:
                 IdempotencyRecord.objects.filter(pk=record.pk).delete()
             else:
                 response.render()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
+from loyalty.jsontext import unstorable
+
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 LIST_PARAMS = frozenset({"limit", "starting_after"})
@@ -33,3 +35,15 @@ def page(items_plus_one: list, limit: int, render) -> dict:
 def bad_cursor(value: str):
     return ValidationError({"starting_after": [serializers.ErrorDetail(
         f"No object {value!r} to start after.", code="invalid_cursor")]})
+
+
+def after_id(request, queryset, field: str):
+    """``queryset`` (ordered by ``id``) past the object whose ``field`` is ``?starting_after``."""
+    after = request.query_params.get("starting_after")
+    if after is None:
+        return queryset
+    # A NUL or a lone surrogate cannot be in any stored name: no such object.
+    cursor = None if unstorable(after) else queryset.filter(**{field: after}).values_list("id", flat=True).first()
+    if cursor is None:
+        raise bad_cursor(after)
+    return queryset.filter(id__gt=cursor)

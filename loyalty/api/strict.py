@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
+
+from loyalty.jsontext import MESSAGES, unstorable
+
+STORABLE_JSON_HELP = "Any JSON object, without a NUL character (\\u0000) or a lone surrogate anywhere in it."
+
+
+def storable_json(value) -> None:
+    """A validator: refuse, 400, what PostgreSQL could not store, rather than fail on it, 500."""
+    reason = unstorable(value)
+    if reason:
+        raise serializers.ValidationError(MESSAGES[reason], code=reason)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -16,7 +27,9 @@ class StrictSerializer(serializers.Serializer):
 
 
 class StrictQueryMixin:
-    """Views list the query parameters they take in ``query_params_allowed``."""
+    """Views list the query parameters they take in ``query_params_allowed``.
+
+    A NUL or a lone surrogate in the path is 404: no stored object can have that name."""
 
     query_params_allowed: frozenset[str] = frozenset()
 
@@ -27,3 +40,5 @@ class StrictQueryMixin:
             raise ValidationError(
                 {unknown[0]: [serializers.ErrorDetail("Unknown query parameter.", code="unknown_parameter")]}
             )
+        if unstorable(list(map(str, kwargs.values()))):
+            raise NotFound("No such resource.")

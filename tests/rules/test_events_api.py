@@ -313,6 +313,43 @@ def test_one_bad_event_never_rejects_the_others(api, program, member, make_membe
     assert run_audit() == []
 
 
+UNSTORABLE = [
+    (None, "invalid_event"),
+    ({"event_id": "nul-1", "type": "purchase", "member_id": "c-1",
+      "properties": {"order_id": "o\x00-1", "amount": "1.00", "currency": "USD"}}, "null_characters_not_allowed"),
+    ({"event_id": "sur-1", "type": "purchase", "member_id": "c-\ud800"}, "surrogate_characters_not_allowed"),
+]
+
+
+@pytest.mark.parametrize(("payload", "code"), UNSTORABLE)
+def test_an_event_postgresql_cannot_store_as_sent_is_kept_as_text_and_rejected(api, program, member, payload, code):
+    import json
+
+    body = json.dumps(payload)  # lone surrogates go over the wire as JSON escapes, as partners send them
+    response = api.post("/api/v1/events", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    kept = InboundEvent.objects.get(program=program)
+    assert kept.status == "rejected" and kept.event_id is None
+    assert kept.error["code"] == code
+    assert json.loads(kept.payload["unstorable_json"]) == payload  # nothing lost
+    assert not Entry.objects.exists()
+
+
+def test_a_batch_with_events_postgresql_cannot_store_keeps_them_and_takes_the_rest(api, program, member, spend_rule):
+    import json
+
+    events = [purchase("ok-1", member.external_id, amount="10.00")] + [p for p, _code in UNSTORABLE]
+    response = api.post("/api/v1/events/batch", json.dumps({"events": events}), content_type="application/json")
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [(r["index"], r["error"]["code"]) for r in body["rejected"]] == [
+        (i + 1, code) for i, (_p, code) in enumerate(UNSTORABLE)]
+    kept = InboundEvent.objects.filter(program=program, status="rejected").order_by("id")
+    assert [json.loads(e.payload["unstorable_json"]) for e in kept] == [p for p, _code in UNSTORABLE]
+
+
 def test_batch_events_already_sent_singly_are_duplicates(api, member, spend_rule):
     post(api, purchase("s-1", member.external_id, amount="10.00"))
     body = batch(api, {"events": [purchase("s-1", member.external_id, amount="10.00"),

@@ -1,0 +1,17 @@
+"""gunicorn's settings, as ``make run`` and the benchmarks start it: ``gunicorn -c loyalty/gunicorn_conf.py``.
+
+Threaded workers (``gthread``) keep client connections alive between requests, so a partner's
+client pays for its TCP connection once, not per request. Each thread holds its own persistent
+database connection (``DB_CONN_MAX_AGE``). Every figure can be set in the environment.
+"""
+
+import os
+
+wsgi_app = "loyalty.wsgi"
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, (os.cpu_count() or 1) * 2))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS") or 4)
+keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS") or 30)
+graceful_timeout = 10
+accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None

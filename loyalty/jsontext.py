@@ -1,0 +1,38 @@
+"""What PostgreSQL can store of a JSON value.
+
+JSON may carry ``\\u0000`` and lone surrogates (``\\ud800``); PostgreSQL can store neither, in
+text or in jsonb. Whoever takes JSON from outside asks here first, so that such input gets a
+clear error instead of failing in the database.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstorable(value: object) -> str | None:
+    """Why ``value`` cannot be stored (an error code), or None when it can."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "null_characters_not_allowed"
+        if _SURROGATE.search(value):
+            return "surrogate_characters_not_allowed"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reason = unstorable(key) or unstorable(item)
+            if reason:
+                return reason
+    elif isinstance(value, list):
+        for item in value:
+            reason = unstorable(item)
+            if reason:
+                return reason
+    return None
+
+
+MESSAGES = {
+    "null_characters_not_allowed": "Null characters (\\u0000) are not allowed.",
+    "surrogate_characters_not_allowed": "Lone surrogate characters are not allowed.",
+}

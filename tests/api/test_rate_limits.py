@@ -1,0 +1,120 @@
+"""Rate limits (real Redis, fixed one-minute windows): per API key, and per member for
+redemptions when the program sets one (API.md: "over the limit, 429 with Retry-After; off by
+default")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from campaigns.models import Redemption
+from ledger.models import Balance
+from loyalty.api.ratelimit import WINDOW_SECONDS, _redis
+from tests.api.fixtures import assert_error, client_for, earn
+
+
+@pytest.fixture(autouse=True)
+def whole_window():
+    """Fixed windows: start with enough of the current minute left for the test to run in it."""
+    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+    if left < 8:
+        time.sleep(left + 0.05)
+
+
+def forget_bucket(bucket: str) -> None:
+    """Buckets are named by database ids, which other test databases on this Redis reuse."""
+    client = _redis()
+    for key in client.scan_iter(match=f"loyalty:rl:{bucket}:*"):
+        client.delete(key)
+
+
+def assert_throttled(response) -> int:
+    assert_error(response, 429, error_type="rate_limit_error")
+    retry_after = int(response["Retry-After"])
+    assert 1 <= retry_after <= WINDOW_SECONDS + 1
+    return retry_after
+
+
+def test_per_key_limit_is_429_with_retry_after(program, settings):
+    settings.API_RATE_LIMIT_PER_MINUTE = 3
+    client = client_for(program, "Small")
+    for _ in range(3):
+        assert client.get("/api/v1/rewards").status_code == 200
+    assert_throttled(client.get("/api/v1/rewards"))
+    assert_throttled(client.get("/api/v1/members"))  # every endpoint shares the key's bucket
+
+
+def test_per_key_limit_counts_each_key_alone(program, settings):
+    settings.API_RATE_LIMIT_PER_MINUTE = 2
+    first, second = client_for(program, "One"), client_for(program, "Two")
+    for _ in range(2):
+        assert first.get("/api/v1/rewards").status_code == 200
+    assert_throttled(first.get("/api/v1/rewards"))
+    assert second.get("/api/v1/rewards").status_code == 200
+
+
+def test_a_throttled_post_changes_nothing_and_its_key_stays_usable(program, make_member, settings):
+    settings.API_RATE_LIMIT_PER_MINUTE = 1
+    member = make_member(program, external_id="c-1")
+    earn(member, 100)
+    client = client_for(program, "Small")
+    assert client.get("/api/v1/rewards").status_code == 200
+    body = {"member_id": "c-1", "points": 10, "reason": "x"}
+    assert_throttled(client.post("/api/v1/adjustments", body, format="json", HTTP_IDEMPOTENCY_KEY="later"))
+    assert Balance.objects.get(member=member).available == 100
+    settings.API_RATE_LIMIT_PER_MINUTE = 0  # off
+    response = client.post("/api/v1/adjustments", body, format="json", HTTP_IDEMPOTENCY_KEY="later")
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response
+
+
+def test_per_member_redemption_limit(program, make_member, api):
+    program.redemption_limit_per_minute = 2
+    program.save()
+    member = make_member(program, external_id="c-1")
+    other = make_member(program, external_id="c-2")
+    forget_bucket(f"member-redeem:{member.pk}")
+    forget_bucket(f"member-redeem:{other.pk}")
+    earn(member, 1000)
+    earn(other, 1000)
+    second_partner = client_for(program, "Web shop")
+    assert api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json").status_code == 201
+    assert second_partner.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10},
+                               format="json").status_code == 201
+    third = api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json")
+    assert_throttled(third)
+    assert Balance.objects.get(member=member).available == 980
+    assert Redemption.objects.filter(member=member).count() == 2
+    # per member: another member of the program is not held back
+    assert api.post("/api/v1/redemptions", {"member_id": "c-2", "points": 10}, format="json").status_code == 201
+    # other endpoints for the same member are not redemptions
+    assert api.get("/api/v1/members/c-1").status_code == 200
+    assert api.post("/api/v1/adjustments", {"member_id": "c-1", "points": 5, "reason": "x"},
+                    format="json").status_code == 201
+
+
+def test_per_member_limit_is_off_by_default(program, make_member, api):
+    assert program.redemption_limit_per_minute is None
+    member = make_member(program, external_id="c-1")
+    forget_bucket(f"member-redeem:{member.pk}")
+    earn(member, 1000)
+    for _ in range(12):
+        assert api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json").status_code == 201
+    assert Balance.objects.get(member=member).available == 880
+
+
+def test_a_redemption_refused_by_the_member_limit_can_be_retried_with_its_key(program, make_member, api):
+    """A 429 says "try again later": retrying with the same Idempotency-Key after Retry-After must
+    redeem, not replay the 429 for the next 24 hours."""
+    program.redemption_limit_per_minute = 1
+    program.save()
+    member = make_member(program, external_id="c-1")
+    forget_bucket(f"member-redeem:{member.pk}")
+    earn(member, 1000)
+    assert api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json").status_code == 201
+    body = {"member_id": "c-1", "points": 20}
+    assert_throttled(api.post("/api/v1/redemptions", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me"))
+    forget_bucket(f"member-redeem:{member.pk}")  # the next window
+    again = api.post("/api/v1/redemptions", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert again.status_code == 201, (again.status_code, again.json(), again.get("Idempotent-Replayed"))
+    assert Balance.objects.get(member=member).available == 970
