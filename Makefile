@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	DEBUG=$${DEBUG:-1} $(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 stop-embedded: $(STAMP)
 	$(BIN)/python -c "from loyalty import embedded; embedded.redis_stop(); embedded.postgres_stop()"
