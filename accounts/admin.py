@@ -281,7 +281,8 @@ class PartnerAPIKeyAdmin(APIKeyModelAdmin):
     @admin.action(description="Revoke the selected keys (cannot be undone)", permissions=["change"])
     def revoke(self, request, queryset):
         keys = list(queryset.filter(revoked=False))
-        PartnerAPIKey.objects.filter(pk__in=[key.pk for key in keys]).update(revoked=True)
         for key in keys:
+            key.revoked = True
+            key.save(update_fields=["revoked"])  # saved one by one: post_save tells the API's key cache
             self.log_change(request, key, "Revoked")
         self.message_user(request, f"{len(keys)} key(s) revoked.", messages.SUCCESS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
 
 
@@ -110,6 +110,36 @@ class Partner(models.Model):
 class PartnerAPIKeyManager(APIKeyManager):
     def get_usable_keys(self):
         return super().get_usable_keys().select_related("partner__program")
+
+    def _joined(self) -> tuple:
+        return (self.model, Partner, Program)
+
+    def row_by_prefix(self, prefix: str) -> tuple | None:
+        """The key with this prefix (revoked or not) with its partner's and program's columns:
+        what ``select_related`` reads, in one query with nothing to compile, for it runs on
+        every API request. ``from_row`` makes the instances."""
+        if not hasattr(self, "_by_prefix_sql"):
+            columns = ", ".join(f"{alias}.{field.column}" for model, alias in zip(self._joined(), "kpr", strict=True)
+                                for field in model._meta.concrete_fields)
+            self._by_prefix_sql = (
+                f"SELECT {columns} FROM {self.model._meta.db_table} k "
+                f"JOIN {Partner._meta.db_table} p ON p.id = k.partner_id "
+                f"JOIN {Program._meta.db_table} r ON r.id = p.program_id WHERE k.prefix = %s"
+            )
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(self._by_prefix_sql, [prefix])
+            return cursor.fetchone()
+
+    def from_row(self, row: tuple) -> PartnerAPIKey:
+        """New instances of the key, its partner and its program (attached) from ``row_by_prefix``."""
+        instances, start = [], 0
+        for model in self._joined():
+            fields = model._meta.concrete_fields
+            instances.append(model.from_db(self.db, [f.attname for f in fields], row[start:start + len(fields)]))
+            start += len(fields)
+        key, partner, program = instances
+        partner.program, key.partner = program, partner
+        return key
 
 
 class PartnerAPIKey(AbstractAPIKey):

@@ -3,7 +3,7 @@
 ``BenchServer`` creates a dedicated database (``bench_ingest``, ``bench_realtime``...) on the
 PostgreSQL server Django is configured for (``DATABASE_URL``, else the embedded server), migrates
 it and creates the ledger partitions (``manage.py migrate`` / ``ledger_partitions``, as ``make run``),
-then starts ``gunicorn loyalty.wsgi`` with ``make run``'s worker count and arguments and one Celery
+then starts ``gunicorn -c loyalty/gunicorn_conf.py`` with ``make run``'s worker count and arguments and one Celery
 worker with its concurrency, on a free local port, with ``DEBUG=0``, a generated ``SECRET_KEY`` and
 ``LOYALTY_PLAIN_HTTP=1``. Every child runs in its own process group, which ``stop()`` kills.
 

@@ -1,6 +1,6 @@
 """Partner API read path over HTTP: GET /api/v1/members/{id}/balance against the production server setup.
 
-Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn loyalty.wsgi`` with
+Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
 WEB_CONCURRENCY workers, default 2 x CPUs, ``DEBUG=0``, a generated ``SECRET_KEY``,
 ``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds 10,000 members and funds each with
 3 lots through ``ledger.services.points_earn_many`` (earned 270, 150 and 30 days ago, so every
@@ -15,8 +15,8 @@ endpoint ``GET /healthz`` (Django's full middleware stack, no DRF, no authentica
 Client: ``wrk`` (C, ``apt-get install wrk``) when it is on PATH, because 16 Python client threads
 eat a good share of the same 2 CPUs the server runs on and become the bottleneck; else 16
 ``http.client`` threads, one persistent connection each. Which one ran is printed. Note that
-gunicorn's default (sync) worker, which ``make run`` uses, answers every request with
-``Connection: close``: both clients then reconnect for each request (printed as "connects").
+``make run``'s gunicorn (``loyalty/gunicorn_conf.py``: threaded workers) keeps connections
+alive; the number of client connects is printed.
 
 Server environment differences from ``make run``, on purpose:
 * ``API_RATE_LIMIT_PER_MINUTE=0``: the per-key rate limit is off (one key would otherwise hit
@@ -432,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
           f"each; load average {load_before:.1f} before" + (" (balance profiled with py-spy)" if args.py_spy else ""))
     print(f"  client:  {client_name}" + ("" if client == "wrk" else " (wrk not used: "
                                              + ("not installed" if not wrk else "--client python") + ")"))
-    print(f"  server:  gunicorn loyalty.wsgi --workers {server.web_workers} (sync worker, as make run), DEBUG=0, "
+    print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
+          f"(gthread, keep-alive, as make run), "
+          f"DEBUG=0, "
           f"LOYALTY_PLAIN_HTTP=1, API_RATE_LIMIT_PER_MINUTE=0 (rate limit off), PROMETHEUS_MULTIPROC_DIR "
           f"{'set (as make run)' if metrics_dir else 'unset'}; PostgreSQL {pg_version}, {os.cpu_count()} CPUs "
           f"(client, server and database on this machine)")

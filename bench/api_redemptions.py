@@ -1,6 +1,6 @@
 """Partner API write path over HTTP: concurrent POST /api/v1/redemptions on shared members, then no overspend.
 
-Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn loyalty.wsgi`` with
+Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
 WEB_CONCURRENCY workers, default 2 x CPUs, ``DEBUG=0``, ``LOYALTY_PLAIN_HTTP=1``) on a database of
 its own, seeds 200 members funded with known points (two lots each, through
 ``ledger.services.points_earn_many``: 1,000 to 3,000 points a member) and two rewards, then 50
@@ -372,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f"{args.requests:,} requests" if args.requests else f"{args.seconds:.0f} s")
           + f"; load average {load_before:.1f} -> {load_after:.1f}"
           + (" (profiled with py-spy)" if args.py_spy else ""))
-    print(f"  server:  gunicorn loyalty.wsgi --workers {server.web_workers} (sync worker, as make run), DEBUG=0, "
+    print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
+          f"(gthread, keep-alive, as make run), "
+          f"DEBUG=0, "
           f"LOYALTY_PLAIN_HTTP=1, rate limits at their defaults, PROMETHEUS_MULTIPROC_DIR set (as make run); "
           f"PostgreSQL {pg_version}, {os.cpu_count()} CPUs (client, server and database on this machine); "
           f"setup {setup_seconds:.0f} s, database {args.db}{' (kept)' if args.keep else ' (dropped)'}")

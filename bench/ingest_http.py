@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ingest_http: {args.events:,} purchase events, {len(bodies)} POST /api/v1/events/batch of {args.batch:,}, "
           f"{args.clients} client threads; {args.members:,} members, {seeded.rules} active rules; load average "
           f"{load_before:.1f} -> {load_after:.1f}" + (" (profiled with py-spy)" if args.py_spy else ""))
-    print(f"  server: gunicorn loyalty.wsgi --workers {server.web_workers}, celery worker --concurrency "
+    print(f"  server: gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers}, celery worker --concurrency "
           f"{server.celery_concurrency}, PostgreSQL {pg_version}, {os.cpu_count()} CPUs "
           f"(client, server and database on this machine); setup {setup_seconds:.0f} s, database {args.db}"
           f"{' (kept)' if args.keep else ' (dropped)'}")

@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ev, hz = summary(events, args.rate), summary(base, args.rate)
     print(f"realtime_events: open loop at {args.rate:g}/s for {args.seconds:g} s per phase, {args.senders} sender "
-          f"threads, a new connection per request (gunicorn's sync workers close it); {args.members:,} members, "
+          f"threads, one kept-alive connection each; {args.members:,} members, "
           f"{seeded.rules} active rules; load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
           + ("; events phase profiled with py-spy" if args.py_spy else ""))
-    print(f"  server: gunicorn loyalty.wsgi --workers {server.web_workers}, celery worker --concurrency "
+    print(f"  server: gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers}, celery worker --concurrency "
           f"{server.celery_concurrency}, PostgreSQL {pg_version}; setup {setup_seconds:.0f} s; database {args.db}"
           f"{' (kept)' if args.keep else ' (dropped)'}")
     print(line("  events:   POST /api/v1/events:", ev))

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.api import member_get
 from ledger.models import Entry
-from ledger.selectors import balance_read
+from ledger.selectors import balance_by_external_id, balance_read
 from ledger.services import points_adjust
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
@@ -48,7 +48,10 @@ def transaction_output(entry: Entry) -> dict:
 class BalanceView(StrictQueryMixin, APIView):
     @extend_schema(responses={200: schema.Balance, 404: schema.Error}, summary="A member's balance")
     def get(self, request, external_id: str):
-        return Response(balance_read(member_get(request, external_id)))
+        balance = balance_by_external_id(request.user.program_id, external_id)
+        if balance is None:
+            member_get(request, external_id)  # the 404 of every member endpoint
+        return Response(balance)
 
 
 class TransactionListView(StrictQueryMixin, APIView):

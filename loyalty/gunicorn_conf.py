@@ -15,3 +15,11 @@ threads = int(os.environ.get("WEB_THREADS") or 4)
 keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS") or 30)
 graceful_timeout = 10
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
+
+
+def post_worker_init(worker) -> None:
+    """Move everything loaded at start-up out of the garbage collector's sight: each collection
+    then walks only what requests create (fewer, shorter pauses)."""
+    import gc
+
+    gc.freeze()
