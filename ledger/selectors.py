@@ -28,15 +28,9 @@ def balance_output(balance: Balance | None, expiring: list[dict]) -> dict:
     return {**{name: getattr(balance, name, 0) for name in figures}, "expiring": expiring}
 
 
-def balance_read(member: Member) -> dict:
-    """The API's balance: figures plus the open lots by expiry, soonest first."""
-    balance = Balance.objects.filter(member_id=member.pk).first()
-    return balance_output(balance, expiring_by_member([member.pk])[member.pk])
-
-
 _FIGURES = ("available", "pending", "held", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
 
-_BALANCE_BY_EXTERNAL_ID_SQL = f"""
+_BALANCE_SQL = f"""
 SELECT m.id, {", ".join(f"b.{name}" for name in _FIGURES)}, l.remaining, l.expires_at
 FROM accounts_member m
 LEFT JOIN ledger_balance b ON b.member_id = m.id
@@ -45,16 +39,25 @@ LEFT JOIN LATERAL (
     WHERE member_id = m.id AND remaining > 0 AND expired_at IS NULL AND expires_at IS NOT NULL
     ORDER BY expires_at, id LIMIT {EXPIRING_LIMIT}
 ) l ON true
-WHERE m.program_id = %s AND m.external_id = %s
+WHERE {{where}}
 ORDER BY l.expires_at, l.id
 """
 
 
+def balance_read(member: Member) -> dict:
+    """The API's balance: figures plus the open lots by expiry, soonest first; one query."""
+    return _balance_one("m.id = %s", [member.pk])
+
+
 def balance_by_external_id(program_id: int, external_id: str) -> dict | None:
-    """``balance_read`` of a program's member by external id, in one query; None if no such member.
+    """``balance_read`` of a program's member by external id; None if no such member.
     The API's hottest read: one round trip, no ORM query to compile."""
+    return _balance_one("m.program_id = %s AND m.external_id = %s", [program_id, external_id])
+
+
+def _balance_one(where: str, params: list) -> dict | None:
     with connection.cursor() as cursor:
-        cursor.execute(_BALANCE_BY_EXTERNAL_ID_SQL, [program_id, external_id])
+        cursor.execute(_BALANCE_SQL.format(where=where), params)
         rows = cursor.fetchall()
     if not rows:
         return None

@@ -98,10 +98,10 @@ def _lock_balance(member: Member) -> Balance:
 def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     """Lock the member, and settle what is due first: lots past expiry expire, lots whose
     pending time is over become available. Spending then sees the balance as of ``now``."""
-    _lock_balance(member)
-    upkeep.mature_locked_members([member.pk], now=now)
-    upkeep.expire_locked_members([member.pk], now=now)
-    return Balance.objects.get(member_id=member.pk)
+    balance = _lock_balance(member)
+    moved = upkeep.mature_locked_members([member.pk], now=now)
+    moved += upkeep.expire_locked_members([member.pk], now=now)
+    return Balance.objects.get(member_id=member.pk) if moved else balance
 
 
 def _bump_balance(member: Member, **deltas: int) -> None:
@@ -134,7 +134,7 @@ def _spend_lots(*, operation: Operation, member: Member, points: int) -> list[Al
         Lot.objects.filter(member_id=member.pk).spendable().by_expiry().values_list("id", "remaining")
     )
     allocations, left = [], points
-    for lot_id, remaining in lots.iterator(chunk_size=100):
+    for lot_id, remaining in lots:
         take = min(remaining, left)
         allocations.append(Allocation(operation=operation, lot_id=lot_id, points=take))
         left -= take

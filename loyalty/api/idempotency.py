@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -51,11 +52,21 @@ def _request_hash(request) -> str:
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
 
 
+@contextmanager
+def _bookkeeping():
+    """A transaction that need not wait for its commit to reach the disk. Safe here: a claim or
+    stored response lost in a crash only means the request runs again, and the ledger operation
+    keys derived from the Idempotency-Key make that second run change nothing."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield cursor
+
+
 def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> IdempotencyRecord | Response:
     """Claim ``key``; or the stored response to replay; or raise in-use / reused."""
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
-    with connection.cursor() as cursor:
+    with _bookkeeping() as cursor:
         cursor.execute(
             "INSERT INTO loyalty_idempotencyrecord (program_id, key, request_hash, state, created_at, locked_at) "
             "VALUES (%s, %s, %s, 'in_progress', %s, %s) ON CONFLICT (program_id, key) DO NOTHING RETURNING id",
@@ -115,14 +126,15 @@ class IdempotentMixin:
         response = super().finalize_response(request, response, *args, **kwargs)
         record = getattr(self, "_idempotency_record", None)
         if record is not None:
-            if response.status_code >= 500 or response.status_code == 429:
-                IdempotencyRecord.objects.filter(pk=record.pk).delete()
-            else:
-                response.render()
-                IdempotencyRecord.objects.filter(pk=record.pk).update(
-                    state=IdempotencyRecord.State.DONE, response_status=response.status_code,
-                    response_body=json.loads(response.content) if response.content else None,
-                )
+            with _bookkeeping():
+                if response.status_code >= 500 or response.status_code == 429:
+                    IdempotencyRecord.objects.filter(pk=record.pk).delete()
+                else:
+                    response.render()
+                    IdempotencyRecord.objects.filter(pk=record.pk).update(
+                        state=IdempotencyRecord.State.DONE, response_status=response.status_code,
+                        response_body=json.loads(response.content) if response.content else None,
+                    )
         return response
 
 
