@@ -226,9 +226,10 @@ def _new_lot(
 
 def points_earn(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, locked_balance: Balance | None = None,
 ) -> Operation:
-    """Credit ``points`` as a new lot (pending until the program's pending period is over)."""
+    """Credit ``points`` as a new lot (pending until the program's pending period is over).
+    ``locked_balance``: the member's balance row, if the caller's transaction already holds its lock."""
     _check_points(points)
     now = now or timezone.now()
     with transaction.atomic():
@@ -236,7 +237,7 @@ def points_earn(
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
             return operation
-        balance = _lock_balance(member)
+        balance = locked_balance if locked_balance is not None else _lock_balance(member)
         lot, deltas = _new_lot(operation=operation, member=member, points=points, now=now,
                                debt=balance.debt, source=source)
         entry = _entry(member=member, operation=operation, kind=EntryKind.EARN, points=points, now=now,

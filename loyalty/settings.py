@@ -228,6 +228,8 @@ X_FRAME_OPTIONS = "DENY"
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60000)
 # How long a process may reuse an API key it has read (a revoked key stops working within this).
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5)
+# How long a process may reuse the list of endpoints subscribed to an event type.
+WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", 5)
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24)
 IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
 

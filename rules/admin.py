@@ -26,7 +26,7 @@ from django.utils.timezone import localtime
 from rules.forms import EventTypeForm, RuleForm, TryItForm, example_event
 from rules.models import EventType, InboundEvent, Rule
 from rules.pipeline import event_reprocess
-from rules.services import event_type_save, rule_delete, rule_save
+from rules.services import event_type_delete, event_type_save, rule_delete, rule_save
 from rules.validation import BUILTIN_SCHEMAS
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,13 @@ class EventTypeAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         event_type_save(event_type=obj)
+
+    def delete_model(self, request, obj):
+        event_type_delete(event_type=obj)
+
+    def delete_queryset(self, request, queryset):
+        for event_type in queryset:
+            event_type_delete(event_type=event_type)
 
 
 # --- The events inbox -------------------------------------------------------------------------

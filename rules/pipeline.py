@@ -30,9 +30,19 @@ from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_cle
 logger = logging.getLogger(__name__)
 
 
+_schemas: dict[int, tuple[int, dict[str, dict]]] = {}
+
+
 def custom_schemas(program: Program) -> dict[str, dict]:
+    """The program's own event types' JSON Schemas; cached by the program's rules version,
+    which every save of an event type moves."""
+    cached = _schemas.get(program.pk)
+    if cached is not None and cached[0] == program.rules_version:
+        return cached[1]
     types = EventType.objects.filter(program=program).values_list("name", "schema")
-    return {name: schema or {} for name, schema in types}
+    schemas = {name: schema or {} for name, schema in types}
+    _schemas[program.pk] = (program.rules_version, schemas)
+    return schemas
 
 
 def member_context(member: Member, balance) -> dict:
@@ -162,7 +172,14 @@ def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, 
         )
         row = cursor.fetchone()
     if row:
-        return InboundEvent.objects.get(pk=row[0]), True
+        # The row as just inserted, without reading it back.
+        event = InboundEvent(
+            id=row[0], program=program, partner=partner, event_id=event_id, type="", member_external_id="",
+            order_id="", payload=payload, status=InboundEvent.Status.RECEIVED, awards=[], trace=[], points=0,
+            received_at=now,
+        )
+        event._state.adding = False
+        return event, True
     return InboundEvent.objects.select_for_update().get(program=program, event_id=event_id), False
 
 
@@ -177,13 +194,14 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
         event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
         with transaction.atomic():
             member = _resolve_member(program, clean.member_id)
+            member.program = program  # the ledger reads the program's expiry policy from here
             event.member = member
             balance = ledger.members_lock([member.pk]).get(member.pk)
             if clean.type == "refund":
                 refunds.refund_post(program=program, event=event, clean=clean, member=member, now=now)
             else:
                 rules = engine.rules_for(program)
-                usage = rule_usage(rules, [member.pk])[member.pk]
+                usage = rule_usage(rules, [member.pk])[member.pk] if any(r.cap_period for r in rules) else {}
                 qualification = engine.qualify(
                     rules=rules, event=event_context(clean), member=member_context(member, balance),
                     program=program_context(program), now=now, usage=usage,
@@ -191,7 +209,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
                 if qualification.points:
                     ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
                                        description=f"{clean.type} {clean.event_id}",
-                                       source=Source("event", clean.event_id), now=now)
+                                       source=Source("event", clean.event_id), now=now, locked_balance=balance)
                 _save_usage({(r, member.pk, p): v for (r, p), v in
                              engine.usage_increments(rules, qualification, clean.occurred_at).items()})
                 event.awards = [award.as_dict() for award in qualification.awards]

@@ -53,5 +53,16 @@ def event_type_save(*, event_type: EventType) -> EventType:
         schema_check(event_type.schema or {})
     except ValueError as exc:
         raise ValidationError({"schema": str(exc)}) from exc
-    event_type.save()
+    with transaction.atomic():
+        previous_program = EventType.objects.filter(pk=event_type.pk).values_list("program_id", flat=True).first()
+        event_type.save()
+        _bump_rules_version(event_type.program_id)  # cached schemas are keyed by the rules version
+        if previous_program is not None and previous_program != event_type.program_id:
+            _bump_rules_version(previous_program)
     return event_type
+
+
+def event_type_delete(*, event_type: EventType) -> None:
+    with transaction.atomic():
+        event_type.delete()
+        _bump_rules_version(event_type.program_id)

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import time
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -19,7 +20,9 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Q, Sum
+from django.db.models.signals import post_delete, post_save
 from django.db.transaction import TransactionManagementError
+from django.dispatch import receiver
 from django.utils import timezone
 
 from accounts.models import Partner, Program
@@ -68,12 +71,31 @@ def keyed_event_id(*, program_id: int, type: str, key: str) -> str:
     return f"evt_{digest[:24]}"
 
 
+# (program id, type) -> (monotonic time read, endpoint ids): subscriptions are read at most once
+# per WEBHOOK_SUBSCRIPTION_CACHE_SECONDS per process, for every earn asks. Saving or deleting an
+# endpoint empties it in this process at once; other processes follow within those seconds.
+_subscriptions: dict[tuple[int, str], tuple[float, list[int]]] = {}
+
+
+@receiver([post_save, post_delete], sender=WebhookEndpoint)
+def _forget_subscriptions(**kwargs) -> None:
+    _subscriptions.clear()
+
+
 def subscribed_endpoint_ids(*, program_id: int, type: str) -> list[int]:
-    return list(
+    ttl = settings.WEBHOOK_SUBSCRIPTION_CACHE_SECONDS
+    cached = _subscriptions.get((program_id, type))
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    ids = list(
         WebhookEndpoint.objects.filter(program_id=program_id, is_active=True)
         .filter(Q(event_types=[]) | Q(event_types__contains=[type]))
         .order_by("id").values_list("id", flat=True)
     )
+    if ttl > 0:
+        _subscriptions[(program_id, type)] = (now, ids)
+    return ids
 
 
 def _check_emit(type: str, items: Iterable[dict]) -> None:
@@ -99,7 +121,8 @@ RETURNING id, public_id
 """
 _INSERT_DELIVERIES_SQL = """
 INSERT INTO webhooks_webhookdelivery (event_id, endpoint_id, status, attempts, next_attempt_at, last_error)
-SELECT e, p, 'pending', 0, %s, '' FROM unnest(%s::bigint[]) AS e CROSS JOIN unnest(%s::bigint[]) AS p
+SELECT e, p.id, 'pending', 0, %s, '' FROM unnest(%s::bigint[]) AS e
+CROSS JOIN (SELECT id FROM webhooks_webhookendpoint WHERE id = ANY(%s::bigint[]) AND is_active) AS p
 ON CONFLICT (event_id, endpoint_id) DO NOTHING
 """
 
