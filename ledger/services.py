@@ -224,6 +224,37 @@ def _new_lot(
     return lot, deltas
 
 
+# One earn in one round trip: its lot, its entry and the balance (already locked by the caller).
+_EARN_ONE_SQL = """
+WITH lot AS (
+    INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured,
+                            expires_at, expired_at, created_at, source_type, source_id)
+    VALUES (%(program)s, %(member)s, %(operation)s, %(points)s, %(remaining)s, %(available_at)s, %(matured)s,
+            %(expires_at)s, NULL, %(now)s, %(source_type)s, %(source_id)s)
+    RETURNING id
+), entry AS (
+    INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
+                              description, source_type, source_id)
+    SELECT %(now)s, %(program)s, %(member)s, 'earn', %(points)s, lot.id, %(operation)s, %(description)s,
+           %(source_type)s, %(source_id)s FROM lot
+    RETURNING id
+), balance AS (
+    UPDATE ledger_balance SET available = available + %(available)s, pending = pending + %(pending)s,
+           debt = debt - %(settle)s, lifetime_earned = lifetime_earned + %(points)s
+    WHERE member_id = %(member)s
+)
+SELECT (SELECT id FROM lot), (SELECT id FROM entry)
+"""
+
+
+def _lock_debt(member: Member) -> int:
+    """Lock the member's balance row (creating it if need be); their debt."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT debt FROM ledger_balance WHERE member_id = %s FOR UPDATE", [member.pk])
+        row = cursor.fetchone()
+    return row[0] if row else _lock_balance(member).debt
+
+
 def points_earn(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
     now: dt.datetime | None = None, locked_balance: Balance | None = None,
@@ -237,15 +268,23 @@ def points_earn(
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
             return operation
-        balance = locked_balance if locked_balance is not None else _lock_balance(member)
-        lot, deltas = _new_lot(operation=operation, member=member, points=points, now=now,
-                               debt=balance.debt, source=source)
-        entry = _entry(member=member, operation=operation, kind=EntryKind.EARN, points=points, now=now,
-                       description=description, source=source, lot_id=lot.pk)
-        entry.save(force_insert=True)
-        _bump_balance(member, lifetime_earned=points, **deltas)
+        debt = locked_balance.debt if locked_balance is not None else _lock_debt(member)
+        program = member.program
+        matured = program.pending_days == 0
+        settle = min(debt, points)
+        available, pending = (points, 0) if matured else (settle, points - settle)
+        with connection.cursor() as cursor:
+            cursor.execute(_EARN_ONE_SQL, {
+                "program": member.program_id, "member": member.pk, "operation": operation.pk, "points": points,
+                "remaining": points - settle, "available_at": now + dt.timedelta(days=program.pending_days),
+                "matured": matured, "now": now, "description": description[:255],
+                "expires_at": now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None,
+                "source_type": source.type, "source_id": str(source.id),
+                "available": available, "pending": pending, "settle": settle,
+            })
+            _lot_id, entry_id = cursor.fetchone()
         webhook_emit(program_id=member.program_id, type="points.earned", key=key, now=now,
-                     data=_earned_data(member.external_id, points, entry.pk, source))
+                     data=_earned_data(member.external_id, points, entry_id, source))
     return operation
 
 
