@@ -4,7 +4,11 @@ In memory, no database: 20 rules of every kind (spend, product, event, multiplie
 conditions, a points expression, caps, an exclusive rule, a rule outside its window, one for
 another event type) compiled with ``CompiledRule.from_rule(Rule(...))``, and a pool of
 realistic purchases (1-4 items) with member contexts like the pipeline's. Times ``qualify``
-per event; the baseline is the bare cost of one compiled CEL evaluation on a ready context.
+per event, and its parts: the event's values (``rules.context.Activation``) and the conditions
+as the Python functions ``rules.context`` compiles them to; for comparison, the same conditions
+through the CEL library on its own context (what ``qualify`` paid before), and the bare cost of
+one compiled CEL evaluation on a ready context. Before timing, every expression the Python
+functions decide on the workload is checked against the CEL library's answer.
 
     .venv/bin/python -m bench.rule_eval                     # quick: 20,000 events x 5 rounds
     .venv/bin/python -m bench.rule_eval --events 100000     # full scale
@@ -38,7 +42,7 @@ import django  # noqa: E402
 django.setup()
 
 from bench._server import purchase_event  # noqa: E402
-from rules import engine  # noqa: E402
+from rules import context, engine  # noqa: E402
 from rules.models import Rule  # noqa: E402
 
 GOAL_US = 50.0
@@ -148,41 +152,81 @@ def time_qualify(rules, pool, events: int) -> Clock:
     return clock
 
 
-def time_contexts(pool, events: int) -> Clock:
-    """Only the CEL context of each event (``engine.cel_context``)."""
+def activation(event, member) -> context.Activation:
+    return context.Activation(event=event, member=member, program=PROGRAM, now=NOW)
+
+
+def time_activations(pool, events: int) -> Clock:
+    """Only the event's values (``rules.context.Activation``)."""
     n = len(pool)
     with Clock() as clock:
         for i in range(events):
             event, member = pool[i % n]
-            engine.cel_context(event=event, member=member, program=PROGRAM, now=NOW)
+            activation(event, member)
     return clock
 
 
-def condition_programs(rules) -> list:
-    return [r.condition for r in rules if r.condition is not None and r.event_type in ("", "purchase")]
+def applicable_conditions(rules) -> list:
+    return [r for r in rules if r.condition is not None and r.event_type in ("", "purchase")]
 
 
-def time_context_and_conditions(rules, pool, events: int) -> Clock:
-    """The context and every applicable rule's condition once per event, nothing else: the CEL
-    share of ``qualify`` (the context's variables are converted on its first evaluation)."""
-    programs = condition_programs(rules)
+def time_python_conditions(rules, pool, events: int) -> Clock:
+    """The values and every applicable rule's condition once per event, as qualify evaluates them."""
+    functions = [r.fast_condition for r in applicable_conditions(rules)]
     n = len(pool)
     with Clock() as clock:
         for i in range(events):
             event, member = pool[i % n]
-            context = engine.cel_context(event=event, member=member, program=PROGRAM, now=NOW)
+            values = activation(event, member).values
+            for function in functions:
+                function(values)
+    return clock
+
+
+def time_library_conditions(rules, pool, events: int) -> Clock:
+    """The same through the CEL library: its context (the event's values converted on creation)
+    and every applicable condition on it, as qualify did before its conditions were compiled to Python."""
+    programs = [r.condition for r in applicable_conditions(rules)]
+    n = len(pool)
+    with Clock() as clock:
+        for i in range(events):
+            event, member = pool[i % n]
+            cel_context = activation(event, member).cel_context()
             for program in programs:
-                program.execute(context)
+                program.execute(cel_context)
     return clock
 
 
-def time_one_cel(context, iterations: int) -> Clock:
+def time_one_cel(cel_context, iterations: int) -> Clock:
     program = engine.compile_cel("member.tier == 'gold'", field_name="condition")
     execute = program.execute
     with Clock() as clock:
         for _ in range(iterations):
-            execute(context)
+            execute(cel_context)
     return clock
+
+
+def check_against_library(rules, pool) -> tuple[int, int]:
+    """Every expression evaluation the Python functions decide on the pool, compared with the CEL
+    library's value; raises on the first difference. Returns (decided, left to the library)."""
+    decided = undecided = 0
+    for event, member in pool:
+        values = activation(event, member)
+        for rule in rules:
+            for program, function in ((rule.condition, rule.fast_condition),
+                                      (rule.points_expression, rule.fast_points)):
+                if program is None:
+                    continue
+                try:
+                    fast = function(values.values)
+                except Exception:  # noqa: BLE001 - undecided: the library decides in qualify
+                    undecided += 1
+                    continue
+                expected = program.execute(values.cel_context())
+                if fast != expected or type(fast) is not type(expected):
+                    raise AssertionError(f"{program.source!r} on {event['id']}: Python {fast!r}, CEL {expected!r}")
+                decided += 1
+    return decided, undecided
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     rules = [engine.CompiledRule.from_rule(r) for r in twenty_rules()]
     rules.sort(key=lambda r: (-r.priority, r.id))  # as rules_for orders them
     pool = workload(args.pool, args.seed)
-    contexts = [engine.cel_context(event=e, member=m, program=PROGRAM, now=NOW) for e, m in pool]
+    cel_contexts = [activation(e, m).cel_context() for e, m in pool]
+    decided, undecided = check_against_library(rules, pool)
+    expressions = [p for r in rules for p in (r.condition, r.points_expression) if p is not None]
+    in_python = sum(f is not context.undecided for r in rules for f, p in
+                    ((r.fast_condition, r.condition), (r.fast_points, r.points_expression)) if p is not None)
 
     # What the rules do on this workload (and a warm-up).
     fired = outcomes = 0
@@ -212,13 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     errors = tally.get("error", 0)
 
     load_before = os.getloadavg()[0]
-    runs: dict[str, list[Clock]] = {"qualify": [], "context": [], "cel": [], "one": []}
+    runs: dict[str, list[Clock]] = {"qualify": [], "values": [], "python": [], "library": [], "one": []}
     one_iterations = args.events * 10
     for _ in range(args.rounds):
         runs["qualify"].append(time_qualify(rules, pool, args.events))
-        runs["context"].append(time_contexts(pool, args.events))
-        runs["cel"].append(time_context_and_conditions(rules, pool, args.events))
-        runs["one"].append(time_one_cel(contexts[0], one_iterations))
+        runs["values"].append(time_activations(pool, args.events))
+        runs["python"].append(time_python_conditions(rules, pool, args.events))
+        runs["library"].append(time_library_conditions(rules, pool, args.events))
+        runs["one"].append(time_one_cel(cel_contexts[0], one_iterations))
     load_after = os.getloadavg()[0]
 
     def us(name: str, what: str = "cpu", per: int = args.events) -> float:
@@ -226,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from importlib.metadata import version
 
-    n_conditions = len(condition_programs(rules))
+    n_conditions = len(applicable_conditions(rules))
     q_cpu, q_wall = us("qualify"), us("qualify", "wall")
-    ctx_cpu, cel_cpu, one_cpu = us("context"), us("cel"), us("one", per=one_iterations)
+    values_cpu, python_cpu, library_cpu = us("values"), us("python"), us("library")
+    one_cpu = us("one", per=one_iterations)
     print(f"rule_eval: engine.qualify, {len(rules)} active rules (spend 4, product 4, event 9, multiplier 3; "
           f"{sum(r.condition is not None for r in rules)} CEL conditions, 1 points expression), "
           f"{args.pool:,} distinct purchases of 1-4 items cycled; {args.rounds} rounds of {args.events:,} events, "
@@ -238,9 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  qualify:    {q_cpu:.1f} us CPU per event (goal <= {GOAL_US:.0f} us with 20 rules) = "
           f"{1e6 / q_cpu:,.0f} events/s per core; wall {q_wall:.1f} us; "
           f"CPU by round {', '.join(f'{c.cpu / args.events * 1e6:.0f}' for c in runs['qualify'])}")
-    print(f"  of which:   cel_context {ctx_cpu:.1f} us; + {n_conditions} condition evaluations on it "
-          f"{cel_cpu - ctx_cpu:.1f} us ({(cel_cpu - ctx_cpu) / n_conditions:.2f} us each, first one converts the "
-          f"context); the rest (Python: kinds, Decimal, caps, trace) {q_cpu - cel_cpu:.1f} us")
+    print(f"  of which:   the event's values {values_cpu:.1f} us; + {n_conditions} conditions as Python functions "
+          f"{python_cpu - values_cpu:.1f} us ({(python_cpu - values_cpu) / n_conditions:.2f} us each); the rest "
+          f"(kinds, Decimal, caps, trace) {q_cpu - python_cpu:.1f} us")
+    print(f"  python:     {in_python} of {len(expressions)} expressions compiled to Python; on the workload "
+          f"{decided:,} evaluations decided in Python, all equal to the CEL library's, {undecided:,} left to it")
+    print(f"  library:    the same {n_conditions} conditions through the CEL library (its context + evaluations, "
+          f"as qualify did before) {library_cpu - values_cpu:.1f} us per event")
     print(f"  baseline:   one compiled CEL evaluation (member.tier == 'gold', context ready) {one_cpu:.2f} us CPU "
           f"(wall {us('one', 'wall', one_iterations):.2f} us) -> qualify costs {q_cpu / one_cpu:,.0f} bare evaluations")
     print(f"  workload:   {fired / len(pool):.1f} awards and {sum(points) / len(points):.0f} points per event; "

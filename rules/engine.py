@@ -14,10 +14,12 @@ import datetime as dt
 import re
 import threading
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from operator import attrgetter
 
 import cel
 
+from rules.context import Activation, Fast, compile_fast, undecided
 from rules.models import Rule
 
 CEL_VARIABLES = frozenset({"event", "member", "program", "now"})
@@ -76,6 +78,25 @@ class CompiledRule:
     cap_period: str
     cap_points: int | None
     cap_times: int | None
+    # Derived once for qualify: the evaluation order, the points of a plain event rule, whether
+    # any cap applies, and the expressions as Python functions (see rules.context).
+    order: int = field(init=False, compare=False, repr=False)
+    fixed_points: int | None = field(init=False, compare=False, repr=False)
+    capped: bool = field(init=False, compare=False, repr=False)
+    fast_condition: Fast = field(init=False, compare=False, repr=False)
+    fast_points: Fast = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "order": (-self.priority << 64) + (self.id or 0),  # (-priority, id) as one int: sorts faster
+            "fixed_points": (self.points or 0) if self.kind == "event" and self.points_expression is None else None,
+            "capped": self.max_points_per_event is not None or bool(self.cap_period),
+            "fast_condition": compile_fast(self.condition.source) if self.condition is not None else undecided,
+            "fast_points": (compile_fast(self.points_expression.source)
+                            if self.points_expression is not None else undecided),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # the dataclass is frozen
 
     @classmethod
     def from_rule(cls, rule: Rule) -> CompiledRule:
@@ -163,61 +184,63 @@ class Qualification:
 def cap_period_key(period: str, when: dt.datetime) -> str:
     """Periods are UTC days, ISO weeks and months, whatever offset the partner wrote."""
     when = when.astimezone(dt.UTC)
+    # isoformat() writes what strftime does in a tenth of the time, but pads years before 1000.
     if period == "day":
-        return when.strftime("%Y-%m-%d")
+        return when.date().isoformat() if when.year >= 1000 else when.strftime("%Y-%m-%d")
     if period == "week":
         year, week, _ = when.isocalendar()
         return f"{year}-W{week:02d}"
     if period == "month":
-        return when.strftime("%Y-%m")
+        return when.date().isoformat()[:7] if when.year >= 1000 else when.strftime("%Y-%m")
     return "lifetime"
 
 
-def _decimal(value) -> Decimal | None:
-    try:
-        return Decimal(str(value)) if value is not None else None
-    except InvalidOperation:
-        return None
-
-
 def _round(value: Decimal, mode: str) -> int:
-    return int(value.to_integral_value(rounding=_ROUNDING.get(mode, ROUND_FLOOR)))
+    return int(value.to_integral_value(_ROUNDING.get(mode, ROUND_FLOOR)))  # a keyword costs 250 ns here
 
 
-def _base_points(rule: CompiledRule, event: dict, context: cel.Context) -> int:
+_ZERO, _ONE = Decimal(0), Decimal(1)
+
+
+def _base_points(rule: CompiledRule, activation: Activation) -> int:
     if rule.points_expression is not None:
-        value = rule.points_expression.execute(context)
+        value = activation.number(rule.points_expression, rule.fast_points)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"the points expression gave {value!r}, not a number")
         return max(int(value), 0)
-    properties = event.get("properties") or {}
     if rule.kind == "event":
         return rule.points or 0
     if rule.kind == "spend":
-        amount = _decimal(properties.get("amount"))
+        amount = activation.amount()
         if amount is None or (rule.min_amount is not None and amount < rule.min_amount):
             return 0
         return max(_round(amount * rule.points_per_unit, rule.rounding), 0)
     if rule.kind == "product":
-        total = Decimal(0)
-        for item in properties.get("items") or ():
-            if item.get("sku") not in rule.skus and item.get("category") not in rule.categories:
+        skus, categories, per_item = rule.skus, rule.categories, rule.points_per_item
+        total = _ZERO
+        for line in activation.lines():
+            if type(line) is not tuple:
+                line.get("sku")  # not an object: raises, as reading its SKU always did
+            sku, category, quantity, line_amount = line
+            if sku not in skus and category not in categories:
                 continue
-            quantity = _decimal(item.get("quantity", 1)) or Decimal(0)
-            if rule.points_per_item is not None:
-                total += quantity * rule.points_per_item
-            else:
-                price = _decimal(item.get("unit_price")) or Decimal(0)
-                total += quantity * price * rule.points_per_unit * (rule.item_multiplier or Decimal(1))
+            if per_item is not None:
+                total += quantity * per_item
+            else:  # line_amount is quantity * unit price
+                total += line_amount * rule.points_per_unit * (rule.item_multiplier or _ONE)
         return max(_round(total, rule.rounding), 0)
     return 0
 
 
-def _cap(rule: CompiledRule, points: int, usage: dict, when: dt.datetime) -> tuple[int, str]:
+def _cap(rule: CompiledRule, points: int, usage: dict, period_keys: dict[str, str],
+         when: dt.datetime) -> tuple[int, str]:
     if rule.max_points_per_event is not None and points > rule.max_points_per_event:
         points = rule.max_points_per_event
     if rule.cap_period:
-        used_points, used_times = usage.get((rule.id, cap_period_key(rule.cap_period, when)), (0, 0))
+        period_key = period_keys.get(rule.cap_period)
+        if period_key is None:
+            period_key = period_keys[rule.cap_period] = cap_period_key(rule.cap_period, when)
+        used_points, used_times = usage.get((rule.id, period_key), (0, 0))
         if rule.cap_times is not None and used_times >= rule.cap_times:
             return 0, f"fired {used_times} of {rule.cap_times} times this {rule.cap_period}"
         if rule.cap_points is not None:
@@ -228,24 +251,11 @@ def _cap(rule: CompiledRule, points: int, usage: dict, when: dt.datetime) -> tup
     return points, ""
 
 
-def cel_context(*, event: dict, member: dict, program: dict, now: dt.datetime) -> cel.Context:
-    """The one context every rule of an event sees. Amounts are doubles, so
-    ``event.properties.amount > 50.0`` works; use ``int()`` / ``double()`` to mix types."""
-    properties = dict(event.get("properties") or {})
-    if "amount" in properties and properties["amount"] is not None:
-        amount = _decimal(properties["amount"])
-        properties["amount"] = float(amount) if amount is not None else properties["amount"]
-    if isinstance(properties.get("items"), list):
-        properties["items"] = [
-            {**item, "unit_price": float(_decimal(item.get("unit_price")) or 0)} if isinstance(item, dict) else item
-            for item in properties["items"]
-        ]
-    return cel.Context({
-        "event": {**event, "properties": properties},
-        "member": member,
-        "program": program,
-        "now": now,
-    })
+def _entry(rule: CompiledRule, outcome: str, points: int = 0, detail: str = "") -> dict:
+    return {"rule_id": rule.id, "rule": rule.name, "outcome": outcome, "points": points, "detail": detail}
+
+
+_IN_ORDER = attrgetter("order")
 
 
 def qualify(
@@ -259,67 +269,84 @@ def qualify(
     """
     usage = usage or {}
     when = event.get("occurred_at") or now
-    context = cel_context(event=event, member=member, program=program, now=now)
+    event_type = event.get("type")
+    activation = Activation(event=event, member=member, program=program, now=now)
+    values = activation.values
+    period_keys: dict[str, str] = {}
     result = Qualification()
+    trace = result.trace
     candidates: list[tuple[CompiledRule, int]] = []
     multipliers: list[CompiledRule] = []
+    winner = None  # the first exclusive candidate, by priority
 
-    def note(rule: CompiledRule, outcome: str, points: int = 0, detail: str = "") -> None:
-        result.trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": outcome, "points": points,
-                             "detail": detail})
-
-    for rule in sorted(rules, key=lambda r: (-r.priority, r.id or 0)):
-        if rule.event_type and rule.event_type != event.get("type"):
-            note(rule, "not_this_event_type", detail=f"applies to {rule.event_type}")
+    for rule in sorted(rules, key=_IN_ORDER):
+        if rule.event_type and rule.event_type != event_type:
+            trace.append(_entry(rule, "not_this_event_type", detail=f"applies to {rule.event_type}"))
             continue
         if (rule.active_from and when < rule.active_from) or (rule.active_until and when >= rule.active_until):
-            note(rule, "outside_window", detail="the event is outside the rule's active window")
+            trace.append(_entry(rule, "outside_window", detail="the event is outside the rule's active window"))
             continue
         try:
-            if rule.condition is not None and rule.condition.execute(context) is not True:
-                note(rule, "condition_false")
-                continue
+            if rule.condition is not None:
+                try:
+                    fires = rule.fast_condition(values)
+                except Exception:  # noqa: BLE001 - Undecided, or Python refused: the CEL library decides
+                    fires = None
+                if fires is None:
+                    fires = activation.by_library(rule.condition)
+                if fires is not True:
+                    trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "condition_false", "points": 0,
+                                  "detail": ""})
+                    continue
             if rule.kind == "multiplier":
                 multipliers.append(rule)
                 continue
-            points = _base_points(rule, event, context)
+            points = rule.fixed_points if rule.fixed_points is not None else _base_points(rule, activation)
         except Exception as exc:  # noqa: BLE001 - any CEL failure (x / 0, overflow, bad index) skips the rule
-            note(rule, "error", detail=f"{type(exc).__name__}: {exc}"[:300])
+            if exc is activation.failure:
+                raise  # the event's values cannot be given to CEL at all
+            trace.append(_entry(rule, "error", detail=f"{type(exc).__name__}: {exc}"[:300]))
             continue
-        points, why = _cap(rule, points, usage, when)
-        if why:
-            note(rule, "cap_reached", detail=why)
-        elif points <= 0:
-            note(rule, "no_points")
-        else:
-            candidates.append((rule, points))
+        if rule.capped:
+            points, why = _cap(rule, points, usage, period_keys, when)
+            if why:
+                trace.append(_entry(rule, "cap_reached", detail=why))
+                continue
+        if points <= 0:
+            trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "no_points", "points": 0, "detail": ""})
+            continue
+        candidates.append((rule, points))
+        if winner is None and rule.exclusive:
+            winner = rule
 
-    winner = next((c for c in candidates if c[0].exclusive), None)
     if winner is not None:
+        beaten = f"'{winner.name}' is exclusive"
         for rule, points in candidates:
-            if rule is winner[0]:
+            if rule is winner:
                 result.awards.append(Award(rule.id, rule.name, points))
-                note(rule, "fired", points)
+                trace.append(_entry(rule, "fired", points))
             else:
-                note(rule, "beaten_by_exclusive", detail=f"'{winner[0].name}' is exclusive")
+                trace.append(_entry(rule, "beaten_by_exclusive", detail=beaten))
         for rule in multipliers:
-            note(rule, "beaten_by_exclusive", detail=f"'{winner[0].name}' is exclusive")
+            trace.append(_entry(rule, "beaten_by_exclusive", detail=beaten))
         return result
 
+    base = 0
     for rule, points in candidates:
         result.awards.append(Award(rule.id, rule.name, points))
-        note(rule, "fired", points)
-    base = sum(points for _rule, points in candidates)
+        trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "fired", "points": points, "detail": ""})
+        base += points
+    decimal_base = Decimal(base)
     for rule in multipliers:
-        extra = _round(Decimal(base) * (rule.multiplier - 1), "down") if base else 0
-        extra, why = _cap(rule, extra, usage, when)
+        extra = _round(decimal_base * (rule.multiplier - 1), "down") if base else 0
+        extra, why = _cap(rule, extra, usage, period_keys, when)
         if why:
-            note(rule, "cap_reached", detail=why)
+            trace.append(_entry(rule, "cap_reached", detail=why))
         elif extra <= 0:
-            note(rule, "no_points", detail="nothing to multiply" if not base else "")
+            trace.append(_entry(rule, "no_points", detail="nothing to multiply" if not base else ""))
         else:
             result.awards.append(Award(rule.id, rule.name, extra))
-            note(rule, "fired", extra)
+            trace.append(_entry(rule, "fired", extra))
     return result
 
 
