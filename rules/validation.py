@@ -11,6 +11,9 @@ import json
 import re
 from dataclasses import dataclass
 
+import jsonschema_rs
+import referencing
+import referencing.exceptions
 from django.utils.dateparse import parse_datetime
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -84,24 +87,54 @@ class CleanEvent:
 
 
 def schema_check(schema: dict) -> None:
-    """Raise ValueError when ``schema`` is not a valid JSON Schema."""
+    """Raise ValueError when ``schema`` is not a valid JSON Schema, or one events cannot be
+    validated against (a pattern that is not an ECMA 262 regex, a ``$ref`` outside the schema)."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ValueError(f"Not a valid JSON Schema: {exc.message}") from exc
+    try:
+        jsonschema_rs.Draft202012Validator(schema, offline=True)
+    except (jsonschema_rs.ValidationError, ValueError) as exc:
+        raise ValueError(f"Not a usable JSON Schema: {str(exc).splitlines()[0]}") from exc
 
 
-_validators: dict[str, Draft202012Validator] = {}
+def _no_download(uri: str):
+    raise referencing.exceptions.NoSuchResource(ref=uri)
 
 
-def _validator(schema: dict) -> Draft202012Validator:
+_validators: dict[str, object] = {}
+
+
+def _validator(schema: dict):
+    """The compiled validator of ``schema``: jsonschema-rs (a hundred times faster than the
+    pure-Python validator on an event), offline, so a ``$ref`` to a URL is never fetched. A schema
+    it cannot compile (a pattern only Python's ``re`` reads...) is validated by jsonschema."""
     key = json.dumps(schema, sort_keys=True)
     validator = _validators.get(key)
     if validator is None:
-        validator = Draft202012Validator(schema)
+        try:
+            validator = jsonschema_rs.Draft202012Validator(schema, offline=True)
+        except (jsonschema_rs.ValidationError, ValueError):  # saved before schema_check refused it
+            validator = Draft202012Validator(schema, registry=referencing.Registry(retrieve=_no_download))
         if len(_validators) < 1000:
             _validators[key] = validator
     return validator
+
+
+def _first_error(schema: dict, properties: dict) -> tuple[str, str] | None:
+    """(path, message) of the first error of ``properties``, by path; None when they are valid."""
+    validator = _validator(schema)
+    if validator.is_valid(properties):
+        return None
+    if isinstance(validator, Draft202012Validator):
+        errors = [(list(error.absolute_path), error.message) for error in validator.iter_errors(properties)]
+    else:
+        errors = [(list(error.instance_path), error.message) for error in validator.iter_errors(properties)]
+    if not errors:
+        return "", "is not valid under the event type's schema"
+    path, message = min(errors, key=lambda error: [(isinstance(part, int), part) for part in error[0]])
+    return ".".join(str(part) for part in path), message
 
 
 def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime) -> CleanEvent:
@@ -141,9 +174,9 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
         schema = custom_schemas.get(event_type)
     if schema is None:
         raise EventInvalid(f"Unknown event type {event_type!r}.", param="type", code="unknown_event_type")
-    error = next(iter(sorted(_validator(schema).iter_errors(properties), key=lambda e: list(e.path))), None)
+    error = _first_error(schema, properties)
     if error is not None:
-        where = ".".join(str(part) for part in error.absolute_path)
+        where, message = error
         param = f"properties.{where}" if where else "properties"
-        raise EventInvalid(f"{param}: {error.message}", param=param, code="invalid_properties")
+        raise EventInvalid(f"{param}: {message}", param=param, code="invalid_properties")
     return CleanEvent(payload["event_id"], event_type, payload["member_id"], occurred_at, properties)

@@ -184,9 +184,11 @@ def test_worker_killed_mid_batch_then_sweeper_finishes_exactly_once(celery_worke
     assert at_kill["processed"] + at_kill["received"] == 4000, dict(at_kill)
     assert first.tasks_received() >= 1
 
-    second = celery_workers()
+    # Swept before the second worker starts: it would otherwise take the messages still queued
+    # and process some of those events before the sweeper counted them.
     swept = events_sweep(older_than=dt.timedelta(seconds=0))
     assert swept == at_kill["received"]
+    second = celery_workers()
     print(f"killed with {dict(at_kill)}; first worker had received {first.tasks_received()} tasks; swept {swept}")
 
     wait_processed(program, 4000, second, timeout=90)
