@@ -52,8 +52,8 @@ NO_SOURCE = Source()
 # --- plumbing ---------------------------------------------------------------------------
 
 
-def _request_hash(kind: str, member: Member, request: dict) -> str:
-    body = json.dumps({"kind": kind, "member": member.pk, **request}, sort_keys=True, default=str)
+def _request_hash(kind: str, member_id: int, request: dict) -> str:
+    body = json.dumps({"kind": kind, "member": member_id, **request}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -61,7 +61,7 @@ def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.dateti
     """Insert the operation row, or return the earlier one for this key (``replayed=True``)."""
     if not key or len(key) > 255:
         raise InvalidPoints("An operation key of 1 to 255 characters is required.", param="key")
-    request_hash = _request_hash(kind, member, request)
+    request_hash = _request_hash(kind, member.pk, request)
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at) "
@@ -347,7 +347,7 @@ def points_earn_many(
     available_at = now + dt.timedelta(days=program.pending_days)
     expires_at = now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None
     hashes = [
-        _request_hash("earn", Member(pk=r.member_id),
+        _request_hash("earn", r.member_id,
                       {"points": r.points, "source": [r.source.type, str(r.source.id)]})
         for r in requests
     ]
