@@ -113,6 +113,40 @@ CHECKS: dict[str, tuple[str, str]] = {
            JOIN accounts_member m ON m.id = b.member_id WHERE m.program_id <> b.program_id""",
         "a balance belongs to its member's program",
     ),
+    # References without database foreign keys (see ledger.models.Operation).
+    "operation_references": (
+        """SELECT o.member_id, 'a member of program ' || o.program_id,
+                  coalesce('a member of program ' || m.program_id, 'no such member')
+           FROM ledger_operation o LEFT JOIN accounts_member m ON m.id = o.member_id
+           WHERE m.id IS NULL OR m.program_id <> o.program_id""",
+        "an operation's member exists and belongs to the operation's program",
+    ),
+    "lot_references": (
+        """SELECT l.member_id, 'member ' || o.member_id || ', program ' || o.program_id,
+                  'member ' || l.member_id || ', program ' || l.program_id
+           FROM ledger_lot l JOIN ledger_operation o ON o.id = l.operation_id
+           WHERE l.member_id <> o.member_id OR l.program_id <> o.program_id""",
+        "a lot has its operation's member and program",
+    ),
+    "entry_references": (
+        """SELECT e.member_id, 'a member of program ' || e.program_id || ' and its own lot and operation',
+                  'entry ' || e.id || ': ' || concat_ws(', ',
+                      CASE WHEN m.id IS NULL THEN 'no such member'
+                           WHEN m.program_id <> e.program_id THEN 'member of program ' || m.program_id END,
+                      CASE WHEN e.lot_id IS NOT NULL AND l.id IS NULL THEN 'no lot ' || e.lot_id
+                           WHEN l.member_id <> e.member_id THEN 'lot ' || l.id || ' of member ' || l.member_id END,
+                      CASE WHEN e.operation_id IS NOT NULL AND o.id IS NULL THEN 'no operation ' || e.operation_id
+                           WHEN o.member_id <> e.member_id
+                           THEN 'operation ' || o.id || ' of member ' || o.member_id END)
+           FROM ledger_entry e
+           LEFT JOIN accounts_member m ON m.id = e.member_id
+           LEFT JOIN ledger_lot l ON l.id = e.lot_id
+           LEFT JOIN ledger_operation o ON o.id = e.operation_id
+           WHERE m.id IS NULL OR m.program_id <> e.program_id
+              OR (e.lot_id IS NOT NULL AND (l.id IS NULL OR l.member_id <> e.member_id))
+              OR (e.operation_id IS NOT NULL AND (o.id IS NULL OR o.member_id <> e.member_id))""",
+        "an entry's member exists in the entry's program, and its lot and operation exist and are the member's",
+    ),
     "member_has_balance": (
         """SELECT m.id, 'a balance row', 'none' FROM accounts_member m
            LEFT JOIN ledger_balance b ON b.member_id = m.id WHERE b.member_id IS NULL""",

@@ -34,8 +34,15 @@ class EntryKind(models.TextChoices):
 
 
 class Operation(models.Model):
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="operations")
+    # The rows every earn writes (operations, lots, entries) refer to members and programs
+    # without a database foreign key: each such check locks the member's row (FOR KEY SHARE: a
+    # WAL record, often a full-page image, per member per transaction), and with the program's
+    # row one hot row for every transaction. They cost a batch earn a third of its time and a
+    # batch of events a fifth. The services write the references in the statement that writes
+    # the row, members and programs are never deleted (PROTECT still refuses it in Django), and
+    # ``ledger_audit`` checks every reference nightly (``ledger.audit``: *_references).
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="operations", db_constraint=False)
     key = models.CharField(max_length=255)
     kind = models.CharField(max_length=16)
     request_hash = models.CharField(max_length=64)
@@ -64,8 +71,10 @@ class LotQuerySet(models.QuerySet):
 
 
 class Lot(models.Model):
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lots")
+    # program and member are those of the operation, copied for queries and for sharding by
+    # member; no database foreign key (see Operation).
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lots", db_constraint=False)
     operation = models.ForeignKey(Operation, on_delete=models.PROTECT, related_name="lots")
     points = models.PositiveIntegerField()
     remaining = models.IntegerField()
@@ -135,13 +144,16 @@ class Entry(models.Model):
     # ids come from one identity sequence, so ``id`` alone is unique.
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField()
-    program = models.ForeignKey(Program, on_delete=models.DO_NOTHING, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.DO_NOTHING, related_name="entries")
+    # No database foreign keys (see Operation): entries are written by the ledger services only,
+    # next to their lot or operation, and the audit checks every reference.
+    program = models.ForeignKey(Program, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    member = models.ForeignKey(Member, on_delete=models.DO_NOTHING, related_name="entries", db_constraint=False)
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     points = models.IntegerField()
-    lot = models.ForeignKey(Lot, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries")
+    lot = models.ForeignKey(Lot, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries",
+                            db_constraint=False)
     operation = models.ForeignKey(
-        Operation, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries"
+        Operation, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries", db_constraint=False
     )
     description = models.CharField(max_length=255, blank=True)
     source_type = models.CharField(max_length=32, blank=True)

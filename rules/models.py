@@ -127,7 +127,9 @@ class RuleUsage(models.Model):
     """How much a rule gave one member in one cap period (``period`` is e.g. ``2026-11``)."""
 
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage")
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    # No database foreign key to the member: it would lock the member's row in every batch that
+    # counts a capped rule (see ledger.models.Operation).
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     period = models.CharField(max_length=16)
     points = models.BigIntegerField(default=0)
     times = models.PositiveIntegerField(default=0)

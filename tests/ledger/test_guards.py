@@ -276,3 +276,83 @@ def test_a_hold_cannot_be_captured_at_its_deadline_but_can_be_voided(funded):
     assert Hold.objects.get(pk=hold.pk).status == Hold.Status.VOIDED
     assert balance_of(funded) == (500, 0, 0, 0)
     assert run_audit() == []
+
+
+# --- references without foreign keys: the audit checks them ------------------------------
+# Operations, lots and entries refer to members and programs without database foreign keys
+# (ledger.models.Operation). Rows written around the services must show up in the audit.
+
+
+def _audit_checks() -> set[str]:
+    return {d.check for d in run_audit()}
+
+
+def _raw(sql: str, params: list) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def test_references_written_by_the_services_pass_the_audit(funded):
+    assert run_audit() == []
+
+
+def test_an_entry_of_a_member_that_does_not_exist_is_reported(member):
+    services.points_earn(member=member, points=10, key="earn", now=NOW)
+    _raw("INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, description) "
+         "VALUES (%s, %s, %s, 'adjust', 5, 'written around the services')",
+         [NOW, member.program_id, member.pk + 10_000])
+    problems = [d for d in run_audit() if d.check == "entry_references"]
+    assert len(problems) == 1 and "no such member" in problems[0].actual
+
+
+def test_an_entry_pointing_at_another_members_lot_is_reported(make_program, make_member):
+    program = make_program()
+    mine, theirs = make_member(program), make_member(program)
+    services.points_earn(member=mine, points=10, key="mine", now=NOW)
+    services.points_earn(member=theirs, points=10, key="theirs", now=NOW)
+    their_lot = Lot.objects.get(member=theirs)
+    _raw("INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, description) "
+         "VALUES (%s, %s, %s, 'adjust', 5, %s, 'written around the services')",
+         [NOW, program.pk, mine.pk, their_lot.pk])
+    problems = [d for d in run_audit() if d.check == "entry_references"]
+    assert len(problems) == 1 and f"lot {their_lot.pk} of member {theirs.pk}" in problems[0].actual
+    # The sums are off too, by those 5 points: the member-level checks see it as well.
+    assert "entries_equal_balance" in _audit_checks()
+
+
+def test_an_entry_in_the_wrong_program_and_an_unknown_operation_are_reported(make_program, member):
+    other = make_program()
+    services.points_earn(member=member, points=10, key="earn", now=NOW)
+    _raw("INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, operation_id, description) "
+         "VALUES (%s, %s, %s, 'adjust', 5, %s, 'written around the services')",
+         [NOW, other.pk, member.pk, 987_654_321])
+    problems = [d for d in run_audit() if d.check == "entry_references"]
+    assert len(problems) == 1
+    assert f"member of program {member.program_id}" in problems[0].actual
+    assert "no operation 987654321" in problems[0].actual
+
+
+def test_an_operation_for_a_member_of_another_program_is_reported(make_program, member):
+    other = make_program()
+    _raw("INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at) "
+         "VALUES (%s, %s, 'stray', 'adjust', '', '{}', %s)", [other.pk, member.pk, NOW])
+    assert "operation_references" in _audit_checks()
+
+
+def test_a_lot_that_is_not_its_operations_members_is_reported(make_program, make_member):
+    program = make_program()
+    mine, theirs = make_member(program), make_member(program)
+    operation = services.points_earn(member=mine, points=10, key="mine", now=NOW)
+    _raw("INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured, "
+         "created_at, source_type, source_id) VALUES (%s, %s, %s, 1, 0, %s, true, %s, '', '')",
+         [program.pk, theirs.pk, operation.pk, NOW, NOW])
+    assert "lot_references" in _audit_checks()
+
+
+def test_a_member_with_ledger_rows_still_cannot_be_deleted_through_django(member):
+    from django.db.models import ProtectedError
+
+    services.points_earn(member=member, points=10, key="earn", now=NOW)
+    with pytest.raises(ProtectedError), transaction.atomic():
+        member.delete()
+    assert Entry.objects.filter(member=member).exists()
