@@ -125,8 +125,13 @@ def _validator(schema: dict):
 def _first_error(schema: dict, properties: dict) -> tuple[str, str] | None:
     """(path, message) of the first error of ``properties``, by path; None when they are valid."""
     validator = _validator(schema)
-    if validator.is_valid(properties):
-        return None
+    try:
+        if validator.is_valid(properties):
+            return None
+    except referencing.exceptions.Unresolvable as exc:  # a stored schema with a $ref to elsewhere
+        raise EventInvalid(f"The event type's schema cannot be used: it refers to {exc.ref!r}, which is not "
+                           "part of the schema. Fix the event type, then reprocess the event.",
+                           param="type", code="invalid_event_type") from exc
     if isinstance(validator, Draft202012Validator):
         errors = [(list(error.absolute_path), error.message) for error in validator.iter_errors(properties)]
     else:
