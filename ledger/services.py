@@ -59,8 +59,7 @@ def _request_hash(kind: str, member_id: int, request: dict) -> str:
 
 def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.datetime) -> Operation:
     """Insert the operation row, or return the earlier one for this key (``replayed=True``)."""
-    if not key or len(key) > 255:
-        raise InvalidPoints("An operation key of 1 to 255 characters is required.", param="key")
+    _check_key(key)
     request_hash = _request_hash(kind, member.pk, request)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -70,15 +69,28 @@ def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.dateti
         )
         row = cursor.fetchone()
     if row is None:
-        earlier = Operation.objects.get(program_id=member.program_id, key=key)
-        if earlier.request_hash != request_hash:
-            raise IdempotencyKeyReused(
-                f"This key was already used for a different {earlier.kind} request.", param="key"
-            )
-        earlier.replayed = True
-        return earlier
+        return _earlier(member, key, request_hash)
+    return _claimed(row[0], member=member, key=key, kind=kind, request_hash=request_hash, now=now)
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > 255:
+        raise InvalidPoints("An operation key of 1 to 255 characters is required.", param="key")
+
+
+def _earlier(member: Member, key: str, request_hash: str) -> Operation:
+    """The operation that already holds ``key``: replayed if it was the same request."""
+    earlier = Operation.objects.get(program_id=member.program_id, key=key)
+    if earlier.request_hash != request_hash:
+        raise IdempotencyKeyReused(f"This key was already used for a different {earlier.kind} request.", param="key")
+    earlier.replayed = True
+    return earlier
+
+
+def _claimed(operation_id: int, *, member: Member, key: str, kind: str, request_hash: str,
+             now: dt.datetime) -> Operation:
     operation = Operation(
-        id=row[0], program_id=member.program_id, member=member, key=key, kind=kind,
+        id=operation_id, program_id=member.program_id, member=member, key=key, kind=kind,
         request_hash=request_hash, result={}, created_at=now,
     )
     operation.replayed = False
@@ -224,7 +236,7 @@ def _new_lot(
     return lot, deltas
 
 
-# One earn in one round trip: its lot, its entry and the balance (already locked by the caller).
+# An earn whose operation is claimed and whose balance row is locked: its lot, its entry and the balance.
 _EARN_ONE_SQL = """
 WITH lot AS (
     INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured,
@@ -247,45 +259,78 @@ SELECT (SELECT id FROM lot), (SELECT id FROM entry)
 """
 
 
-def _lock_debt(member: Member) -> int:
-    """Lock the member's balance row (creating it if need be); their debt."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT debt FROM ledger_balance WHERE member_id = %s FOR UPDATE", [member.pk])
-        row = cursor.fetchone()
-    return row[0] if row else _lock_balance(member).debt
+# One earn in one round trip, from its operation to its balance: the operation row (nothing
+# else happens when the key was used before), the member's balance row locked, the lot, the
+# entry and the balance. Debt from earlier reversals is settled from the new lot first.
+_EARN_CLAIMED_SQL = """
+WITH op AS (
+    INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
+    VALUES (%(program)s, %(member)s, %(key)s, 'earn', %(hash)s, '{}', %(now)s)
+    ON CONFLICT (program_id, key) DO NOTHING
+    RETURNING id
+), locked AS (
+    SELECT op.id AS operation_id, LEAST(b.debt, %(points)s) AS settle
+    FROM ledger_balance b, op WHERE b.member_id = %(member)s
+    FOR UPDATE OF b
+), lot AS (
+    INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured,
+                            expires_at, expired_at, created_at, source_type, source_id)
+    SELECT %(program)s, %(member)s, locked.operation_id, %(points)s, %(points)s - locked.settle, %(available_at)s,
+           %(matured)s, %(expires_at)s, NULL, %(now)s, %(source_type)s, %(source_id)s
+    FROM locked
+    RETURNING id, operation_id
+), entry AS (
+    INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
+                              description, source_type, source_id)
+    SELECT %(now)s, %(program)s, %(member)s, 'earn', %(points)s, lot.id, lot.operation_id, %(description)s,
+           %(source_type)s, %(source_id)s FROM lot
+    RETURNING id
+), balance AS (
+    UPDATE ledger_balance b
+    SET available = b.available + CASE WHEN %(matured)s THEN %(points)s ELSE locked.settle END,
+        pending = b.pending + CASE WHEN %(matured)s THEN 0 ELSE %(points)s - locked.settle END,
+        debt = b.debt - locked.settle, lifetime_earned = b.lifetime_earned + %(points)s
+    FROM locked WHERE b.member_id = %(member)s
+)
+SELECT (SELECT id FROM op), (SELECT id FROM lot), (SELECT id FROM entry)
+"""
 
 
 def points_earn(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    now: dt.datetime | None = None, locked_balance: Balance | None = None,
+    now: dt.datetime | None = None,
 ) -> Operation:
-    """Credit ``points`` as a new lot (pending until the program's pending period is over).
-    ``locked_balance``: the member's balance row, if the caller's transaction already holds its lock."""
+    """Credit ``points`` as a new lot (pending until the program's pending period is over)."""
     _check_points(points)
+    _check_key(key)
     now = now or timezone.now()
+    request_hash = _request_hash("earn", member.pk, {"points": points, "source": [source.type, str(source.id)]})
+    program = member.program
+    matured = program.pending_days == 0
+    params = {
+        "program": member.program_id, "member": member.pk, "key": key, "hash": request_hash, "points": points,
+        "available_at": now + dt.timedelta(days=program.pending_days),
+        "matured": matured, "now": now, "description": description[:255],
+        "expires_at": now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None,
+        "source_type": source.type, "source_id": str(source.id),
+    }
     with transaction.atomic():
-        operation = _claim(member=member, key=key, kind="earn", now=now,
-                           request={"points": points, "source": [source.type, str(source.id)]})
-        if operation.replayed:
-            return operation
-        debt = locked_balance.debt if locked_balance is not None else _lock_debt(member)
-        program = member.program
-        matured = program.pending_days == 0
-        settle = min(debt, points)
-        available, pending = (points, 0) if matured else (settle, points - settle)
         with connection.cursor() as cursor:
-            cursor.execute(_EARN_ONE_SQL, {
-                "program": member.program_id, "member": member.pk, "operation": operation.pk, "points": points,
-                "remaining": points - settle, "available_at": now + dt.timedelta(days=program.pending_days),
-                "matured": matured, "now": now, "description": description[:255],
-                "expires_at": now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None,
-                "source_type": source.type, "source_id": str(source.id),
-                "available": available, "pending": pending, "settle": settle,
-            })
-            _lot_id, entry_id = cursor.fetchone()
+            cursor.execute(_EARN_CLAIMED_SQL, params)
+            operation_id, lot_id, entry_id = cursor.fetchone()
+        if operation_id is None:
+            return _earlier(member, key, request_hash)
+        if lot_id is None:  # no balance row yet: create it, then post as usual
+            settle = min(_lock_balance(member).debt, points)
+            with connection.cursor() as cursor:
+                cursor.execute(_EARN_ONE_SQL, {
+                    **params, "operation": operation_id, "remaining": points - settle, "settle": settle,
+                    "available": points if matured else settle, "pending": 0 if matured else points - settle,
+                })
+                _lot_id, entry_id = cursor.fetchone()
         webhook_emit(program_id=member.program_id, type="points.earned", key=key, now=now,
                      data=_earned_data(member.external_id, points, entry_id, source))
-    return operation
+    return _claimed(operation_id, member=member, key=key, kind="earn", request_hash=request_hash, now=now)
 
 
 def _earned_data(external_id: str, points: int, entry_id: int | None, source: Source) -> dict:

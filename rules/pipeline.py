@@ -209,7 +209,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
                 if qualification.points:
                     ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
                                        description=f"{clean.type} {clean.event_id}",
-                                       source=Source("event", clean.event_id), now=now, locked_balance=balance)
+                                       source=Source("event", clean.event_id), now=now)
                 _save_usage({(r, member.pk, p): v for (r, p), v in
                              engine.usage_increments(rules, qualification, clean.occurred_at).items()})
                 event.awards = [award.as_dict() for award in qualification.awards]

@@ -356,3 +356,30 @@ def test_a_member_with_ledger_rows_still_cannot_be_deleted_through_django(member
     with pytest.raises(ProtectedError), transaction.atomic():
         member.delete()
     assert Entry.objects.filter(member=member).exists()
+
+
+def test_an_earn_for_a_member_without_a_balance_row_creates_it(member):
+    Balance.objects.filter(member=member).delete()
+    operation = services.points_earn(member=member, points=25, key="first", now=NOW)
+    assert not operation.replayed
+    assert balance_of(member) == (25, 0, 0, 0)
+    assert Lot.objects.get(member=member).operation_id == operation.pk
+    assert Entry.objects.get(member=member).points == 25
+    assert services.points_earn(member=member, points=25, key="first", now=NOW).pk == operation.pk  # replayed
+    assert balance_of(member) == (25, 0, 0, 0)
+    assert run_audit() == []
+
+
+def test_an_earn_settles_debt_first(make_program, make_member):
+    program = make_program(allow_negative_balance=True)
+    member = make_member(program)
+    earn = services.points_earn(member=member, points=10, key="earn", now=NOW)
+    services.points_redeem(member=member, points=10, key="spend", now=NOW)
+    services.points_reverse(earn=earn, points=10, key="reverse", now=NOW)
+    debt = Balance.objects.get(member=member).debt
+    assert debt == 10, "the reversal of spent points leaves a debt"
+    services.points_earn(member=member, points=25, key="later", now=NOW)
+    balance = Balance.objects.get(member=member)
+    assert (balance.available, balance.debt, balance.lifetime_earned) == (15, 0, 35)
+    assert Lot.objects.get(operation__key="later").remaining == 15
+    assert run_audit() == []
