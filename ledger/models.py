@@ -41,8 +41,11 @@ class Operation(models.Model):
     # batch of events a fifth. The services write the references in the statement that writes
     # the row, members and programs are never deleted (PROTECT still refuses it in Django), and
     # ``ledger_audit`` checks every reference nightly (``ledger.audit``: *_references).
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False)
-    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="operations", db_constraint=False)
+    # Indexed by operation_key_unique_per_program and operation_member_created, not on their own.
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                                db_index=False)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="operations", db_constraint=False,
+                               db_index=False)
     key = models.CharField(max_length=255)
     kind = models.CharField(max_length=16)
     request_hash = models.CharField(max_length=64)
@@ -73,7 +76,9 @@ class LotQuerySet(models.QuerySet):
 class Lot(models.Model):
     # program and member are those of the operation, copied for queries and for sharding by
     # member; no database foreign key (see Operation).
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    # No index of its own on program: a handful of values, and every earn would pay for it.
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                                db_index=False)
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lots", db_constraint=False)
     operation = models.ForeignKey(Operation, on_delete=models.PROTECT, related_name="lots")
     points = models.PositiveIntegerField()
@@ -151,7 +156,7 @@ class Entry(models.Model):
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     points = models.IntegerField()
     lot = models.ForeignKey(Lot, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries",
-                            db_constraint=False)
+                            db_constraint=False, db_index=False)  # nothing looks entries up by lot
     operation = models.ForeignKey(
         Operation, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="entries", db_constraint=False
     )

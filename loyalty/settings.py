@@ -124,6 +124,13 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# Django's cursors bind parameters on the client and never prepare; the few statements run
+# through ledger.services._prepared_cursor are prepared after 2 runs on a connection. Off
+# (DB_PREPARED_STATEMENTS=0) for a pooler that cannot keep prepared statements (PgBouncer
+# before 1.21, or without max_prepared_statements in transaction mode).
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+    2 if env_bool("DB_PREPARED_STATEMENTS", True) else None
+)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME") or None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -383,3 +383,38 @@ def test_an_earn_settles_debt_first(make_program, make_member):
     assert (balance.available, balance.debt, balance.lifetime_earned) == (15, 0, 35)
     assert Lot.objects.get(operation__key="later").remaining == 15
     assert run_audit() == []
+
+
+# --- the single earn's statement is prepared once per connection --------------------------
+
+
+def _prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_the_single_earn_statement_is_prepared_and_reused(member):
+    for n in range(4):
+        services.points_earn(member=member, points=10, key=f"earn-{n}", now=NOW)
+    prepared = [s for s in _prepared_statements() if "INSERT INTO ledger_operation" in s]
+    assert len(prepared) == 1, prepared
+    assert balance_of(member) == (40, 0, 0, 0)
+    assert run_audit() == []
+
+
+@pytest.mark.django_db(transaction=True)  # a new connection: not inside the test's transaction
+def test_without_prepared_statements_the_earn_is_the_same(member, settings):
+    connection.close()  # the next connection is opened with prepared statements off
+    options = settings.DATABASES["default"]["OPTIONS"]
+    saved = options.get("prepare_threshold")
+    options["prepare_threshold"] = None
+    try:
+        for n in range(4):
+            services.points_earn(member=member, points=10, key=f"earn-{n}", now=NOW)
+        assert not [s for s in _prepared_statements() if "INSERT INTO ledger_operation" in s]
+        assert balance_of(member) == (40, 0, 0, 0)
+        assert run_audit() == []
+    finally:
+        options["prepare_threshold"] = saved
+        connection.close()
