@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.db import connection
-
 from accounts.models import Member
 from ledger.models import Balance, Lot
+from loyalty.db import prepared_cursor
 
 EXPIRING_LIMIT = 100
 
@@ -46,17 +45,17 @@ ORDER BY l.expires_at, l.id
 
 def balance_read(member: Member) -> dict:
     """The API's balance: figures plus the open lots by expiry, soonest first; one query."""
-    return _balance_one("m.id = %s", [member.pk])
+    return _balance_one("m.id = %s::bigint", [member.pk])
 
 
 def balance_by_external_id(program_id: int, external_id: str) -> dict | None:
     """``balance_read`` of a program's member by external id; None if no such member.
-    The API's hottest read: one round trip, no ORM query to compile."""
-    return _balance_one("m.program_id = %s AND m.external_id = %s", [program_id, external_id])
+    The API's hottest read: one round trip, a prepared statement."""
+    return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [program_id, external_id])
 
 
 def _balance_one(where: str, params: list) -> dict | None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BALANCE_SQL.format(where=where), params)
         rows = cursor.fetchall()
     if not rows:

@@ -35,6 +35,7 @@ from ledger.errors import (
     ReverseExceedsEarned,
 )
 from ledger.models import Allocation, Balance, Entry, EntryKind, Hold, Lot, Operation
+from loyalty.db import prepared_cursor
 from webhooks.services import subscribed_endpoint_ids, webhook_emit, webhook_emit_many
 
 
@@ -262,7 +263,7 @@ SELECT (SELECT id FROM lot), (SELECT id FROM entry)
 # One earn in one round trip, from its operation to its balance: the operation row (nothing
 # else happens when the key was used before), the member's balance row locked, the lot, the
 # entry and the balance. Debt from earlier reversals is settled from the new lot first. Run
-# through a prepared-statement cursor (``_prepared_cursor``): every parameter is typed.
+# through a prepared-statement cursor (``loyalty.db.prepared_cursor``): every parameter is typed.
 _EARN_CLAIMED_SQL = """
 WITH p AS (
     SELECT %(program)s::bigint AS program, %(member)s::bigint AS member, %(key)s::text AS key,
@@ -304,26 +305,6 @@ SELECT (SELECT id FROM op), (SELECT id FROM lot), (SELECT id FROM entry)
 """
 
 
-_server_binding_cursor = None
-
-
-def _prepared_cursor():
-    """A cursor of Django's connection that binds parameters on the server, so that psycopg
-    prepares its statements once per connection (``DB_PREPARED_STATEMENTS``, on by default;
-    Django's own cursors never prepare). Planning the single earn's statement cost about as
-    much as running it. Query logging, error wrapping and the query metrics work as usual."""
-    global _server_binding_cursor
-    if _server_binding_cursor is None:
-        from django.db.backends.postgresql.base import ServerBindingCursor
-        from django_prometheus.db.common import ExportingCursorWrapper
-
-        _server_binding_cursor = ExportingCursorWrapper(ServerBindingCursor, connection.alias, connection.vendor)
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    cursor = _server_binding_cursor(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
-
-
 def points_earn(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
     now: dt.datetime | None = None,
@@ -343,7 +324,7 @@ def points_earn(
         "source_type": source.type, "source_id": str(source.id),
     }
     with transaction.atomic():
-        with _prepared_cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_EARN_CLAIMED_SQL, params)
             operation_id, lot_id, entry_id = cursor.fetchone()
         if operation_id is None:
