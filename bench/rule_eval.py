@@ -5,7 +5,7 @@ conditions, a points expression, caps, an exclusive rule, a rule outside its win
 another event type) compiled with ``CompiledRule.from_rule(Rule(...))``, and a pool of
 realistic purchases (1-4 items) with member contexts like the pipeline's. Times ``qualify``
 per event, and its parts: the event's values (``rules.context.Activation``) and the conditions
-as the Python functions ``rules.context`` compiles them to; for comparison, the same conditions
+as the Python functions ``rules.cel_python`` compiles them to; for comparison, the same conditions
 through the CEL library on its own context (what ``qualify`` paid before), and the bare cost of
 one compiled CEL evaluation on a ready context. Before timing, every expression the Python
 functions decide on the workload is checked against the CEL library's answer.
@@ -42,7 +42,7 @@ import django  # noqa: E402
 django.setup()
 
 from bench._server import purchase_event  # noqa: E402
-from rules import context, engine  # noqa: E402
+from rules import cel_python, context, engine  # noqa: E402
 from rules.models import Rule  # noqa: E402
 
 GOAL_US = 50.0
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     cel_contexts = [activation(e, m).cel_context() for e, m in pool]
     decided, undecided = check_against_library(rules, pool)
     expressions = [p for r in rules for p in (r.condition, r.points_expression) if p is not None]
-    in_python = sum(f is not context.undecided for r in rules for f, p in
+    in_python = sum(f is not cel_python.undecided for r in rules for f, p in
                     ((r.fast_condition, r.condition), (r.fast_points, r.points_expression)) if p is not None)
 
     # What the rules do on this workload (and a warm-up).

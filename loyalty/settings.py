@@ -125,7 +125,7 @@ DATABASES = {
 }
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 # Django's cursors bind parameters on the client and never prepare; the few statements run
-# through ledger.services._prepared_cursor are prepared after 2 runs on a connection. Off
+# through loyalty.db.prepared_cursor are prepared after 2 runs on a connection. Off
 # (DB_PREPARED_STATEMENTS=0) for a pooler that cannot keep prepared statements (PgBouncer
 # before 1.21, or without max_prepared_statements in transaction mode).
 DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (

@@ -19,7 +19,8 @@ from operator import attrgetter
 
 import cel
 
-from rules.context import Activation, Fast, compile_fast, undecided
+from rules.cel_python import Fast, compile_fast, undecided
+from rules.context import Activation
 from rules.models import Rule
 
 CEL_VARIABLES = frozenset({"event", "member", "program", "now"})
@@ -79,7 +80,7 @@ class CompiledRule:
     cap_points: int | None
     cap_times: int | None
     # Derived once for qualify: the evaluation order, the points of a plain event rule, whether
-    # any cap applies, and the expressions as Python functions (see rules.context).
+    # any cap applies, and the expressions as Python functions (see rules.cel_python).
     order: int = field(init=False, compare=False, repr=False)
     fixed_points: int | None = field(init=False, compare=False, repr=False)
     capped: bool = field(init=False, compare=False, repr=False)

@@ -1,4 +1,4 @@
-"""rules.context: the Python functions that decide common CEL expressions must give exactly the
+"""rules.cel_python: the Python functions that decide common CEL expressions must give exactly the
 CEL library's value, or leave the expression to it. Pure: no database.
 
 Every expression here is evaluated both ways on the same values; whenever the Python function
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rules import context
+from rules import cel_python, context
 from rules.engine import compile_cel
 
 UTC = dt.UTC
@@ -20,7 +20,7 @@ NOW = dt.datetime(2026, 11, 30, 12, 30, 15, 250000, tzinfo=UTC)
 
 
 def _same(fast, expected, *, inside: bool = False) -> bool:
-    if inside and type(fast) is int and not context.INT_MIN <= fast <= context.INT_MAX:
+    if inside and type(fast) is int and not cel_python.INT_MIN <= fast <= cel_python.INT_MAX:
         # A list or map is handed back as it is (qualify never uses one as a result); the library
         # gives the ints in it that are not int64 as doubles.
         fast = float(fast)
@@ -39,7 +39,7 @@ def _same(fast, expected, *, inside: bool = False) -> bool:
 def both_ways(source: str, values: dict):
     """(decided in Python?, the library's value or exception) after checking they agree."""
     program = compile_cel(source, field_name="condition")
-    function = context.compile_fast(source)
+    function = cel_python.compile_fast(source)
     activation = context.Activation(**values)
     try:
         fast = function(activation.values)
@@ -132,7 +132,7 @@ def test_what_python_cannot_parse_is_left_to_the_library():
             compile_cel(source, field_name="condition")
         except Exception:  # noqa: BLE001 - not even CEL: nothing to compare
             continue
-        assert context.compile_fast(source) is context.undecided, source
+        assert cel_python.compile_fast(source) is cel_python.undecided, source
 
 
 def test_a_naive_or_offset_timestamp_is_left_to_the_library():
