@@ -30,7 +30,7 @@ class MemberNotFound(NotFound):
 
 def member_get(request, external_id: str) -> Member:
     """A member of the caller's program; any other is 404, exactly as if it did not exist."""
-    member = Member.objects.filter(program_id=request.user.program_id, external_id=external_id).first()
+    member = Member.objects.by_external_id(request.user.program_id, external_id)
     if member is None:
         raise MemberNotFound(f"No member {external_id!r}.", param="member_id")
     return member

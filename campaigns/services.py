@@ -21,6 +21,7 @@ from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
 from ledger.models import Hold
 from ledger.services import Source
+from loyalty.db import prepared_cursor
 from loyalty.errors import Conflict, DomainError, NotFound
 from webhooks.services import webhook_emit
 
@@ -133,8 +134,7 @@ def redemption_create(
     if quantity < 1:
         raise InvalidRedemption("quantity must be at least 1.", param="quantity")
     with transaction.atomic(durable=True):
-        ledger.members_lock([member.pk])
-        existing = Redemption.objects.filter(operation__program_id=member.program_id, operation__key=key).first()
+        existing = _lock_and_find(member, key)
         if existing is not None:
             _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
                                 capture=capture)
@@ -166,6 +166,28 @@ def redemption_create(
         if capture:
             _notify(redemption, "reward.redeemed", now)
     return redemption
+
+
+# The member's balance row, locked, and the redemption an earlier call made with this key.
+_LOCK_AND_FIND_SQL = """
+SELECT r.id FROM ledger_balance b
+LEFT JOIN ledger_operation o ON o.program_id = %(program)s::bigint AND o.key = %(key)s::text
+LEFT JOIN campaigns_redemption r ON r.operation_id = o.id
+WHERE b.member_id = %(member)s::bigint
+FOR UPDATE OF b
+"""
+
+
+def _lock_and_find(member: Member, key: str) -> Redemption | None:
+    """Lock the member (``members_lock``) and return the redemption made earlier with ``key``,
+    if any: one prepared statement when the member has a balance row."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_LOCK_AND_FIND_SQL, {"program": member.program_id, "key": key, "member": member.pk})
+        row = cursor.fetchone()
+    if row is None:  # no balance row to lock yet
+        ledger.members_lock([member.pk])
+        return Redemption.objects.filter(operation__program_id=member.program_id, operation__key=key).first()
+    return Redemption.objects.get(pk=row[0]) if row[0] is not None else None
 
 
 def _check_same_request(existing: Redemption, *, member, reward, quantity, points, capture) -> None:

@@ -108,19 +108,70 @@ def _lock_balance(member: Member) -> Balance:
     return balance
 
 
+_BALANCE_COLUMNS = [field.column for field in Balance._meta.concrete_fields]
+
+# The member's balance row, locked, and whether any of their lots is due to mature or to
+# expire: the settling statements then run only when they have something to do.
+_LOCK_FOR_SPENDING_SQL = f"""
+SELECT {", ".join(f"b.{column}" for column in _BALANCE_COLUMNS)},
+       EXISTS (SELECT FROM ledger_lot l WHERE l.member_id = b.member_id AND NOT l.matured
+               AND l.available_at <= %(now)s::timestamptz),
+       EXISTS (SELECT FROM ledger_lot l WHERE l.member_id = b.member_id AND l.remaining > 0
+               AND l.expired_at IS NULL AND l.expires_at <= %(now)s::timestamptz)
+FROM ledger_balance b WHERE b.member_id = %(member)s::bigint
+FOR UPDATE OF b
+"""
+
+
 def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     """Lock the member, and settle what is due first: lots past expiry expire, lots whose
-    pending time is over become available. Spending then sees the balance as of ``now``."""
-    balance = _lock_balance(member)
-    moved = upkeep.mature_locked_members([member.pk], now=now)
-    moved += upkeep.expire_locked_members([member.pk], now=now)
-    return Balance.objects.get(member_id=member.pk) if moved else balance
+    pending time is over become available. Spending then sees the balance as of ``now``.
+    One prepared statement when nothing is due."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_LOCK_FOR_SPENDING_SQL, {"member": member.pk, "now": now})
+        row = cursor.fetchone()
+    if row is None:  # no balance row yet: make it, then lock it as any other
+        _lock_balance(member)
+        return _lock_for_spending(member, now)
+    *columns, to_mature, to_expire = row
+    moved = upkeep.mature_locked_members([member.pk], now=now) if to_mature else 0
+    moved += upkeep.expire_locked_members([member.pk], now=now) if to_expire else 0
+    if moved:
+        return Balance.objects.get(member_id=member.pk)
+    return Balance.from_db(connection.alias, [f.attname for f in Balance._meta.concrete_fields], columns)
 
 
 def _bump_balance(member: Member, **deltas: int) -> None:
     changes = {name: F(name) + value for name, value in deltas.items() if value}
     if changes:
         Balance.objects.filter(member_id=member.pk).update(**changes)
+
+
+_BALANCE_DELTAS = ("available", "pending", "held", "debt", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
+
+# One entry and the balance moves it stands for, in one statement.
+_WRITE_ENTRY_SQL = f"""
+WITH entry AS (
+    INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
+                              description, source_type, source_id)
+    VALUES (%(now)s::timestamptz, %(program)s::bigint, %(member)s::bigint, %(kind)s::text, %(points)s::integer,
+            %(lot)s::bigint, %(operation)s::bigint, %(description)s::text, %(source_type)s::text,
+            %(source_id)s::text)
+)
+UPDATE ledger_balance SET {", ".join(f"{name} = {name} + %({name})s::integer" for name in _BALANCE_DELTAS)}
+WHERE member_id = %(member)s::bigint
+"""
+
+
+def _write_entry(entry: Entry, **deltas: int) -> None:
+    """Insert ``entry`` (never read back: its id stays unset) and move the balance by ``deltas``."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_WRITE_ENTRY_SQL, {
+            "now": entry.created_at, "program": entry.program_id, "member": entry.member_id, "kind": entry.kind,
+            "points": entry.points, "lot": entry.lot_id, "operation": entry.operation_id,
+            "description": entry.description, "source_type": entry.source_type, "source_id": entry.source_id,
+            **{name: deltas.get(name, 0) for name in _BALANCE_DELTAS},
+        })
 
 
 def _entry(
@@ -141,22 +192,35 @@ def _check_points(points: int, *, allow_negative: bool = False) -> None:
         raise InvalidPoints("Points must be a positive integer.", param="points")
 
 
-def _spend_lots(*, operation: Operation, member: Member, points: int) -> list[Allocation]:
-    """Take ``points`` from the member's spendable lots, soonest expiry first."""
-    lots = (
-        Lot.objects.filter(member_id=member.pk).spendable().by_expiry().values_list("id", "remaining")
-    )
-    allocations, left = [], points
-    for lot_id, remaining in lots:
-        take = min(remaining, left)
-        allocations.append(Allocation(operation=operation, lot_id=lot_id, points=take))
-        left -= take
-        if not left:
-            break
-    if left:  # the balance row said yes but the lots disagree: refuse rather than overspend
-        raise InsufficientPoints(f"Only {points - left} points can be spent from this member's lots.")
-    _take_from_lots({a.lot_id: a.points for a in allocations})
-    return allocations
+# Take points from a member's spendable lots, soonest expiry first, and record what came from
+# where: each lot gives what is left of the request after the lots before it, at most all it has.
+_SPEND_SQL = """
+WITH lots AS (
+    SELECT id, remaining,
+           sum(remaining) OVER (ORDER BY expires_at ASC NULLS LAST, id) - remaining AS before
+    FROM ledger_lot
+    WHERE member_id = %(member)s::bigint AND matured AND remaining > 0 AND expired_at IS NULL
+), taken AS (
+    SELECT id, before, LEAST(remaining, %(points)s::integer - before) AS n FROM lots
+    WHERE before < %(points)s::integer
+), spent AS (
+    UPDATE ledger_lot l SET remaining = l.remaining - taken.n FROM taken WHERE l.id = taken.id
+), allocated AS (
+    INSERT INTO ledger_allocation (operation_id, lot_id, points, returned)
+    SELECT %(operation)s::bigint, id, n, 0 FROM taken ORDER BY before
+)
+SELECT coalesce(sum(n), 0)::integer FROM taken
+"""
+
+
+def _spend_lots(*, operation: Operation, member: Member, points: int) -> None:
+    """Take ``points`` from the member's spendable lots, soonest expiry first, with their
+    allocations to ``operation``. One prepared statement."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_SPEND_SQL, {"member": member.pk, "points": points, "operation": operation.pk})
+        (taken,) = cursor.fetchone()
+    if taken != points:  # the balance row said yes but the lots disagree: refuse rather than overspend
+        raise InsufficientPoints(f"Only {taken} points can be spent from this member's lots.")
 
 
 def _take_from_lots(amounts: dict[int, int]) -> None:
@@ -475,10 +539,9 @@ def points_redeem(
             raise InsufficientPoints(
                 f"{points} points requested, {max(balance.available, 0)} available.", param="points"
             )
-        Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=points))
-        _entry(member=member, operation=operation, kind=EntryKind.REDEEM, points=-points, now=now,
-               description=description, source=source).save(force_insert=True)
-        _bump_balance(member, available=-points, lifetime_redeemed=points)
+        _spend_lots(operation=operation, member=member, points=points)
+        _write_entry(_entry(member=member, operation=operation, kind=EntryKind.REDEEM, points=-points, now=now,
+                            description=description, source=source), available=-points, lifetime_redeemed=points)
     return operation
 
 
@@ -499,15 +562,14 @@ def points_hold(
             raise InsufficientPoints(
                 f"{points} points requested, {max(balance.available, 0)} available.", param="points"
             )
-        Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=points))
+        _spend_lots(operation=operation, member=member, points=points)
         timeout = timeout if timeout is not None else dt.timedelta(minutes=member.program.hold_timeout_minutes)
         hold = Hold.objects.create(
             program_id=member.program_id, member=member, operation=operation, points=points,
             expires_at=now + timeout, created_at=now, description=description[:255],
         )
-        _entry(member=member, operation=operation, kind=EntryKind.HOLD, points=-points, now=now,
-               description=description, source=source).save(force_insert=True)
-        _bump_balance(member, available=-points, held=points)
+        _write_entry(_entry(member=member, operation=operation, kind=EntryKind.HOLD, points=-points, now=now,
+                            description=description, source=source), available=-points, held=points)
     return hold
 
 
@@ -643,7 +705,7 @@ def points_reverse(
         spendable_now = max(balance.available + deltas.get("available", 0), 0)
         from_others = min(rest, spendable_now)
         if from_others:
-            Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=from_others))
+            _spend_lots(operation=operation, member=member, points=from_others)
             deltas["available"] = deltas.get("available", 0) - from_others
         shortfall = rest - from_others
         uncollected = 0
@@ -685,7 +747,7 @@ def points_adjust(
                 raise InsufficientPoints(
                     f"{-points} points to deduct, {max(balance.available, 0)} available.", param="points"
                 )
-            Allocation.objects.bulk_create(_spend_lots(operation=operation, member=member, points=-points))
+            _spend_lots(operation=operation, member=member, points=-points)
             deltas, lot_id = {"available": points}, None
         _entry(member=member, operation=operation, kind=EntryKind.ADJUST, points=points, now=now,
                description=reason, source=source, lot_id=lot_id).save(force_insert=True)

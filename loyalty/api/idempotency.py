@@ -14,14 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 
+from loyalty.db import prepared_cursor
 from loyalty.errors import Conflict, DomainError
 from loyalty.models import IdempotencyRecord
 
@@ -52,27 +52,46 @@ def _request_hash(request) -> str:
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
 
 
-@contextmanager
-def _bookkeeping():
-    """A transaction that need not wait for its commit to reach the disk. Safe here: a claim or
-    stored response lost in a crash only means the request runs again, and the ledger operation
-    keys derived from the Idempotency-Key make that second run change nothing."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield cursor
+# Bookkeeping statements need not wait for their commit to reach the disk. Safe here: a claim
+# or stored response lost in a crash only means the request runs again, and the ledger
+# operation keys derived from the Idempotency-Key make that second run change nothing. Each is
+# one statement in its own transaction (Django's autocommit), which turns synchronous_commit off
+# for itself: one round trip, where BEGIN, SET LOCAL, the statement and COMMIT took four.
+_ASYNC_COMMIT = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
+
+_CLAIM_SQL = f"""{_ASYNC_COMMIT}
+INSERT INTO loyalty_idempotencyrecord (program_id, key, request_hash, state, created_at, locked_at)
+SELECT %(program)s::bigint, %(key)s::text, %(hash)s::text, 'in_progress', %(now)s::timestamptz, %(now)s::timestamptz
+FROM async_commit
+ON CONFLICT (program_id, key) DO NOTHING RETURNING id
+"""
+
+_DONE_SQL = f"""{_ASYNC_COMMIT}
+UPDATE loyalty_idempotencyrecord SET state = 'done', response_status = %(status)s::integer,
+       response_body = %(body)s::jsonb
+FROM async_commit WHERE id = %(id)s::bigint
+"""
+
+_FORGET_SQL = f"""{_ASYNC_COMMIT}
+DELETE FROM loyalty_idempotencyrecord USING async_commit WHERE id = %(id)s::bigint
+"""
+
+
+def _bookkeep(sql: str, params: dict) -> tuple | None:
+    """Run one bookkeeping statement in a transaction of its own; its first row, if any."""
+    if connection.in_atomic_block:
+        # Inside a caller's transaction the setting would last until that transaction's commit.
+        sql = sql.replace("SELECT set_config('synchronous_commit', 'off', true)", "SELECT NULL", 1)
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
 
 
 def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> IdempotencyRecord | Response:
     """Claim ``key``; or the stored response to replay; or raise in-use / reused."""
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
-    with _bookkeeping() as cursor:
-        cursor.execute(
-            "INSERT INTO loyalty_idempotencyrecord (program_id, key, request_hash, state, created_at, locked_at) "
-            "VALUES (%s, %s, %s, 'in_progress', %s, %s) ON CONFLICT (program_id, key) DO NOTHING RETURNING id",
-            [program_id, key, request_hash, now, now],
-        )
-        row = cursor.fetchone()
+    row = _bookkeep(_CLAIM_SQL, {"program": program_id, "key": key, "hash": request_hash, "now": now})
     if row:
         return IdempotencyRecord(id=row[0], program_id=program_id, key=key, request_hash=request_hash)
     record = IdempotencyRecord.objects.get(program_id=program_id, key=key)
@@ -126,15 +145,12 @@ class IdempotentMixin:
         response = super().finalize_response(request, response, *args, **kwargs)
         record = getattr(self, "_idempotency_record", None)
         if record is not None:
-            with _bookkeeping():
-                if response.status_code >= 500 or response.status_code == 429:
-                    IdempotencyRecord.objects.filter(pk=record.pk).delete()
-                else:
-                    response.render()
-                    IdempotencyRecord.objects.filter(pk=record.pk).update(
-                        state=IdempotencyRecord.State.DONE, response_status=response.status_code,
-                        response_body=json.loads(response.content) if response.content else None,
-                    )
+            if response.status_code >= 500 or response.status_code == 429:
+                _bookkeep(_FORGET_SQL, {"id": record.pk})
+            else:
+                response.render()
+                _bookkeep(_DONE_SQL, {"id": record.pk, "status": response.status_code,
+                                      "body": response.content.decode() if response.content else None})
         return response
 
 
