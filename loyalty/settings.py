@@ -36,6 +36,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -123,7 +133,10 @@ DATABASES = {
         conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True),
     )
 }
-DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# django-prometheus's PostgreSQL backend, whose health check skips a connection that answered
+# less than DB_HEALTH_CHECK_GRACE_SECONDS ago (loyalty/dbbackend/base.py).
+DATABASES["default"]["ENGINE"] = "loyalty.dbbackend"
+DB_HEALTH_CHECK_GRACE_SECONDS = env_float("DB_HEALTH_CHECK_GRACE_SECONDS", 1.0)
 # Django's cursors bind parameters on the client and never prepare; the few statements run
 # through loyalty.db.prepared_cursor are prepared after 2 runs on a connection. Off
 # (DB_PREPARED_STATEMENTS=0) for a pooler that cannot keep prepared statements (PgBouncer
