@@ -11,14 +11,16 @@ import time
 import pytest
 from django.db import OperationalError, connection
 
+from loyalty.db import prepared_cursor
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _request() -> int:
+def _request(cursor_of=None) -> int:
     """One request that runs a query; the server process id that answered it."""
     connection.close_if_unusable_or_obsolete()
     try:
-        with connection.cursor() as cursor:
+        with (cursor_of or connection.cursor)() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             return cursor.fetchone()[0]
     finally:
@@ -60,6 +62,13 @@ def test_an_idle_connection_is_checked_and_replaced(settings):
     pid = _request()
     _kill(pid)
     assert _request() != pid
+
+
+def test_a_prepared_statement_gets_the_health_check_too(settings):
+    settings.DB_HEALTH_CHECK_GRACE_SECONDS = 0
+    pid = _request(prepared_cursor)
+    _kill(pid)
+    assert _request(prepared_cursor) != pid
 
 
 def test_a_request_that_ran_no_query_does_not_extend_the_trust(settings):
