@@ -19,8 +19,10 @@ eat a good share of the same 2 CPUs the server runs on and become the bottleneck
 alive; the number of client connects is printed.
 
 Server environment differences from ``make run``, on purpose:
-* ``API_RATE_LIMIT_PER_MINUTE=0``: the per-key rate limit is off (one key would otherwise hit
-  its 60,000/min after a few seconds and get 429s);
+* ``API_RATE_LIMIT_PER_MINUTE=1000000``: the per-key rate limit is on, as in production, but
+  high enough that the benchmark's one key never reaches it (at the default 60,000 a minute it
+  would get 429s after a minute at 1,000 requests/s). Each process then takes numbers from Redis in
+  blocks of 1,000 (``loyalty/api/ratelimit.py``); at the default, in blocks of 60;
 * ``PROMETHEUS_MULTIPROC_DIR`` is set to a fresh temporary folder, as ``make run`` sets it (the
   shared ``bench/_server.py`` does not), so the metrics middleware costs what it costs in
   production (``--no-prometheus-multiproc`` leaves it unset, for comparison).
@@ -59,10 +61,13 @@ GOAL_RATIO = 0.6
 # --- the server's environment ----------------------------------------------------------------
 
 
-def server_environment(*, rate_limit_off: bool, prometheus_multiproc: bool) -> Path | None:
+BENCH_RATE_LIMIT = 1_000_000
+
+
+def server_environment(*, rate_limit_high: bool, prometheus_multiproc: bool) -> Path | None:
     """Set what the server children inherit (``BenchServer.environ`` copies ``os.environ``)."""
-    if rate_limit_off:
-        os.environ["API_RATE_LIMIT_PER_MINUTE"] = "0"
+    if rate_limit_high:
+        os.environ["API_RATE_LIMIT_PER_MINUTE"] = str(BENCH_RATE_LIMIT)
     if prometheus_multiproc:
         # make run: PROMETHEUS_MULTIPROC_DIR=.local/prometheus, emptied at start. Ours is private.
         folder = Path(tempfile.mkdtemp(prefix="bench-prometheus-"))
@@ -372,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     client_name = (f"wrk, {args.wrk_threads} threads x {args.connections} connections" if client == "wrk"
                    else f"Python http.client, {args.connections} threads x 1 connection")
 
-    metrics_dir = server_environment(rate_limit_off=True, prometheus_multiproc=not args.no_prometheus_multiproc)
+    metrics_dir = server_environment(rate_limit_high=True, prometheus_multiproc=not args.no_prometheus_multiproc)
     server = BenchServer(args.db, redis_db=args.redis_db, keep=args.keep, web_workers=args.web_workers)
     rounds: list[dict] = []
     profiles: list[Path] = []
@@ -435,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
           f"(gthread, keep-alive, as make run), "
           f"DEBUG=0, "
-          f"LOYALTY_PLAIN_HTTP=1, API_RATE_LIMIT_PER_MINUTE=0 (rate limit off), PROMETHEUS_MULTIPROC_DIR "
+          f"LOYALTY_PLAIN_HTTP=1, API_RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT:,} (on, never reached), "
+          f"PROMETHEUS_MULTIPROC_DIR "
           f"{'set (as make run)' if metrics_dir else 'unset'}; PostgreSQL {pg_version}, {os.cpu_count()} CPUs "
           f"(client, server and database on this machine)")
     print(f"  data:    {args.members:,} members x {args.lots} lots ({lots_open:,} open lots, funded through "

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(install it in a separate venv, not the project's)")
     args = parser.parse_args(argv)
 
-    metrics_dir = server_environment(rate_limit_off=False, prometheus_multiproc=True)
+    metrics_dir = server_environment(rate_limit_high=False, prometheus_multiproc=True)
     server = BenchServer(args.db, redis_db=args.redis_db, keep=args.keep, web_workers=args.web_workers)
     profiles: list[Path] = []
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import redis
@@ -21,6 +22,19 @@ def _redis() -> redis.Redis:
     return _client
 
 
+# A process takes the numbers of a busy bucket from Redis in blocks of limit / RESERVE_PARTS
+# (at least 1): with the default 60,000 a minute, one Redis round trip per 60 requests of a key,
+# not one per request. The numbers are unique across processes and a request whose number is
+# above the limit is refused, so a bucket never lets more than its limit through. A process
+# that does not use up its block before the window ends leaves those numbers unused, so a busy
+# bucket may get up to (processes x block - 1) requests fewer than its limit: about 0.1% of it per
+# process. Limits under RESERVE_PARTS take one number per request, exactly as they are counted.
+RESERVE_PARTS = 1000
+_blocks: dict[str, tuple[int, int, int]] = {}  # bucket -> (window start, next number, last number)
+_blocks_lock = threading.Lock()
+_MAX_BLOCKS = 10_000
+
+
 def rate_limit_hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> int | None:
     """Count one hit; return the seconds to wait when ``bucket`` is over ``limit``, else None.
 
@@ -29,16 +43,35 @@ def rate_limit_hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> int
     """
     now = int(time.time())
     start = now - now % window
-    key = f"loyalty:rl:{bucket}:{start}"
-    try:
-        pipe = _redis().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, window + 1)
-        count = pipe.execute()[0]
-    except redis.RedisError:
-        logger.warning("rate limiter unavailable; letting %s through", bucket, exc_info=True)
-        return None
-    return (start + window - now) if count > limit else None
+    block = max(1, limit // RESERVE_PARTS)
+    number = _from_block(bucket, start) if block > 1 else None
+    if number is None:
+        key = f"loyalty:rl:{bucket}:{start}"
+        try:
+            pipe = _redis().pipeline()
+            pipe.incrby(key, block)
+            pipe.expire(key, window + 1)
+            last = pipe.execute()[0]
+        except redis.RedisError:
+            logger.warning("rate limiter unavailable; letting %s through", bucket, exc_info=True)
+            return None
+        number = last - block + 1
+        if block > 1:
+            with _blocks_lock:
+                if len(_blocks) >= _MAX_BLOCKS:
+                    _blocks.clear()
+                _blocks[bucket] = (start, number + 1, last)
+    return (start + window - now) if number > limit else None
+
+
+def _from_block(bucket: str, start: int) -> int | None:
+    """The next number of this process's block for ``bucket`` in this window, if it has one left."""
+    with _blocks_lock:
+        held = _blocks.get(bucket)
+        if held is None or held[0] != start or held[1] > held[2]:
+            return None
+        _blocks[bucket] = (start, held[1] + 1, held[2])
+        return held[1]
 
 
 class PartnerKeyThrottle(BaseThrottle):

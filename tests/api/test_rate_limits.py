@@ -118,3 +118,60 @@ def test_a_redemption_refused_by_the_member_limit_can_be_retried_with_its_key(pr
     again = api.post("/api/v1/redemptions", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
     assert again.status_code == 201, (again.status_code, again.json(), again.get("Idempotent-Replayed"))
     assert Balance.objects.get(member=member).available == 970
+
+
+def _hits(bucket: str, limit: int, window: int, n: int, results) -> None:
+    from loyalty.api import ratelimit
+
+    allowed = sum(ratelimit.rate_limit_hit(bucket, limit, window) is None for _ in range(n))
+    results.put(allowed)
+
+
+def test_busy_buckets_take_numbers_in_blocks_across_processes_and_never_go_over():
+    """Three processes hit one bucket 2,500 times each against a limit of 5,000 a window: never
+    more than 5,000 get through, at most a block per process fewer, and Redis is asked once per
+    block of 5 numbers, not once per request."""
+    import multiprocessing
+    import uuid
+
+    from loyalty.api import ratelimit
+
+    bucket, limit, window = f"test-blocks-{uuid.uuid4().hex}", 5000, 10**9  # one window for decades
+    block = limit // ratelimit.RESERVE_PARTS
+    assert block == 5
+    counted_before = _counting_calls()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_hits, args=(bucket, limit, window, 2500, results)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    allowed = sum(results.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    start = int(time.time()) - int(time.time()) % window
+    taken = int(_redis().get(f"loyalty:rl:{bucket}:{start}"))
+    counting_calls = _counting_calls() - counted_before
+    forget_bucket(bucket)
+    assert limit - 3 * (block - 1) <= allowed <= limit
+    assert taken % block == 0 and 7500 <= taken <= 7500 + 3 * (block - 1)
+    assert 1500 <= counting_calls <= 1600  # about 7,500 / 5 INCRBYs, not 7,500
+
+
+def _counting_calls() -> int:
+    """INCR and INCRBY commands Redis has run since it started."""
+    stats = _redis().info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("incr", "incrby"))
+
+
+def test_small_limits_count_every_request_in_redis():
+    from loyalty.api import ratelimit
+
+    bucket = "test-small-limit"
+    forget_bucket(bucket)
+    outcomes = [ratelimit.rate_limit_hit(bucket, 999) is None for _ in range(1001)]
+    start = int(time.time()) - int(time.time()) % WINDOW_SECONDS
+    taken = int(_redis().get(f"loyalty:rl:{bucket}:{start}"))
+    forget_bucket(bucket)
+    assert outcomes == [True] * 999 + [False] * 2
+    assert taken == 1001
