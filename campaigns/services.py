@@ -150,13 +150,15 @@ def redemption_create(
         )
         source = Source("redemption", redemption.public_id)
         if capture:
+            # No savepoint: any error here rolls the whole redemption back.
             redemption.operation = ledger.points_redeem(
-                member=member, points=points, key=key, description=redemption.description, source=source, now=now
+                member=member, points=points, key=key, description=redemption.description, source=source, now=now,
+                savepoint=False,
             )
             redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         else:
             hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
-                                      source=source, now=now)
+                                      source=source, now=now, savepoint=False)
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
         redemption.save(force_insert=True)
         if capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL):

@@ -10,7 +10,9 @@ Locking: a member's ``Balance`` row is locked first, then their lots. Anything t
 touches several members locks their balances in ``member_id`` order.
 
 The services run in ``transaction.atomic()`` (a savepoint when nested) so that the
-event pipeline and the API can post them inside their own durable transaction.
+event pipeline and the API can post them inside their own durable transaction. A caller that
+lets any error roll its whole transaction back may pass ``savepoint=False`` to the spending
+services and save the two round trips of the savepoint.
 """
 
 from __future__ import annotations
@@ -524,12 +526,12 @@ def points_earn_many(
 
 def points_redeem(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, savepoint: bool = True,
 ) -> Operation:
     """Spend ``points`` at once, from the lots that expire soonest."""
     _check_points(points)
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         operation = _claim(member=member, key=key, kind="redeem", now=now,
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
@@ -547,12 +549,12 @@ def points_redeem(
 
 def points_hold(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    timeout: dt.timedelta | None = None, now: dt.datetime | None = None,
+    timeout: dt.timedelta | None = None, now: dt.datetime | None = None, savepoint: bool = True,
 ) -> Hold:
     """Reserve ``points`` from specific lots until captured, voided or timed out."""
     _check_points(points)
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         operation = _claim(member=member, key=key, kind="hold", now=now,
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
