@@ -21,7 +21,7 @@ from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
 from ledger.models import Hold
 from ledger.services import Source
-from loyalty.db import prepared_cursor
+from loyalty.db import prepared_cursor, prepared_insert
 from loyalty.errors import Conflict, DomainError, NotFound
 from webhooks.services import webhook_emit
 
@@ -160,7 +160,7 @@ def redemption_create(
             hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
                                       source=source, now=now, savepoint=False)
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
-        redemption.save(force_insert=True)
+        prepared_insert(redemption)
         if capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL):
             redemption.voucher_code = _give_vouchers(redemption, now)
             if redemption.voucher_code:
