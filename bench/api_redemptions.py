@@ -143,6 +143,7 @@ class Clients:
                 continue
             error = data.get("error", {}) if isinstance(data, dict) else {}
             mine.append({"kind": kind, "member": payload["member_id"], "status": status, "latency": elapsed,
+                         "at": time.perf_counter() - elapsed - self.started,
                          "code": error.get("code"), "points": data.get("points") if status == 201 else None,
                          "id": data.get("id") if status == 201 else None,
                          "reward": data.get("reward") if status == 201 else None,
@@ -170,7 +171,7 @@ class Clients:
         for thread in pool:
             thread.start()
         self.deadline = float("inf")
-        started = time.perf_counter()
+        started = self.started = time.perf_counter()
         self.deadline = started + (self.seconds if self.limit is None else 3600)
         barrier.wait()
         for thread in pool:
@@ -387,10 +388,19 @@ def main(argv: list[str] | None = None) -> int:
           f"(goal <= {GOAL_P99_MS:.0f} ms), max {latencies[-1] * 1000:.1f} ms; 201s p50 "
           f"{percentile(ok, 50) * 1000:.1f} / p99 {percentile(ok, 99) * 1000:.1f} ms; refusals p50 "
           f"{percentile(refused, 50) * 1000:.1f} / p99 {percentile(refused, 99) * 1000:.1f} ms")
+    slices = []
+    for low, high in ((0, 2), (2, 5), (5, 10), (10, 15), (15, float("inf"))):
+        part = sorted(r["latency"] for r in answered if low <= r.get("at", 0) < high)
+        if part:
+            slices.append(f"{low}-{'' if high == float('inf') else high} s: {len(part):,} req, p50 "
+                          f"{percentile(part, 50) * 1000:.0f} / p99 {percentile(part, 99) * 1000:.0f} ms")
+    print("  by time: " + "; ".join(slices))
     print(f"  status:  201 {by_status['201']:,}, 422 {by_status['422']:,}, 409 {by_status['409']:,}, other "
           f"{by_status['other']:,}" + (f" ({others})" if others else ""))
     for kind in ("points", "coffee", "tote", "must_fail"):
-        print(f"           {kind:<9} {dict(sorted(by_kind.get(kind, {}).items()))}")
+        part = sorted(r["latency"] for r in answered if r["kind"] == kind)
+        print(f"           {kind:<9} {dict(sorted(by_kind.get(kind, {}).items()))}"
+              + (f"; p50 {percentile(part, 50) * 1000:.0f} / p99 {percentile(part, 99) * 1000:.0f} ms" if part else ""))
     print(f"  retries: {len(clients.replays)} sent again with the same key and body: "
           f"{sum(1 for r in clients.replays if r['ok'])} replayed the first 201 (Idempotent-Replayed: true, same id)"
           + (f", p50 {percentile(replay_lat, 50) * 1000:.1f} ms" if replay_lat else ""))
