@@ -7,7 +7,10 @@ clear error instead of failing in the database.
 
 from __future__ import annotations
 
+import json
 import re
+
+import orjson
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -36,3 +39,17 @@ MESSAGES = {
     "null_characters_not_allowed": "Null characters (\\u0000) are not allowed.",
     "surrogate_characters_not_allowed": "Lone surrogate characters are not allowed.",
 }
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def pg_json(value: object, default=None) -> str:
+    """JSON text of ``value`` for PostgreSQL to read (as jsonb): what ``json.dumps(value,
+    default=default)`` writes, made by orjson, several times faster on a batch of events.
+    Datetimes and dataclasses go to ``default`` as they would with json; whatever orjson refuses
+    (an integer beyond 64 bits, a key that is not a string) is written by json instead."""
+    try:
+        return orjson.dumps(value, default=default, option=_PASSTHROUGH).decode()
+    except TypeError:  # orjson.JSONEncodeError, or ``default`` refusing a value
+        return json.dumps(value, default=default)

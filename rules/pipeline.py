@@ -22,7 +22,7 @@ from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Operation
 from ledger.services import EarnRequest, Source
-from loyalty.jsontext import MESSAGES, unstorable
+from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent, RuleUsage
 from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_clean
@@ -111,7 +111,7 @@ def _save_usage(increments: dict[tuple[int, int, str], tuple[int, int]]) -> None
             "AS x(r bigint, m bigint, p text, pt bigint, t int) "
             "ON CONFLICT (rule_id, member_id, period) DO UPDATE "
             "SET points = rules_ruleusage.points + EXCLUDED.points, times = rules_ruleusage.times + EXCLUDED.times",
-            [json.dumps(rows)],
+            [pg_json(rows)],
         )
 
 
@@ -306,7 +306,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
     with transaction.atomic(durable=True):
         with connection.cursor() as cursor:
             cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
-                                               "now": now, "rows": json.dumps(rows)})
+                                               "now": now, "rows": pg_json(rows)})
             inserted = cursor.fetchall()
         stored_ids = {event_id for _pk, event_id, _status in inserted}
         # A rejected payload whose event_id was taken is still kept, without the id.
@@ -315,7 +315,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         if lost:
             with connection.cursor() as cursor:
                 cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
-                                                   "now": now, "rows": json.dumps(lost)})
+                                                   "now": now, "rows": pg_json(lost)})
         result.received_ids = [pk for pk, _event_id, status in inserted if status == "received"]
         result.accepted = len(result.received_ids)
         result.duplicates += sum(1 for row in rows if row["status"] == "received" and row["event_id"] not in stored_ids)
@@ -341,10 +341,14 @@ def events_process(event_ids: Sequence[int]) -> int:
             events = list(
                 InboundEvent.objects.select_for_update(skip_locked=True, of=("self",))
                 .filter(pk__in=list(event_ids), status=InboundEvent.Status.RECEIVED)
-                .select_related("program", "member").order_by("occurred_at", "id")
+                .select_related("member").order_by("occurred_at", "id")
             )
             if not events:
                 return 0
+            # One Program instance per program, not one per event.
+            programs = Program.objects.in_bulk({event.program_id for event in events})
+            for event in events:
+                event.program = programs[event.program_id]
             done = _process_set(events, now)
     except Exception:
         logger.exception("batch of %d events failed; processing them one by one", len(event_ids))
@@ -414,7 +418,7 @@ def _bulk_mark(events: list[InboundEvent]) -> None:
             "trace = x.trace, points = x.points, processed_at = %s "
             "FROM jsonb_to_recordset(%s::jsonb) AS x(id bigint, awards jsonb, trace jsonb, points int) "
             "WHERE e.id = x.id",
-            [events[0].processed_at, json.dumps(rows, default=str)],
+            [events[0].processed_at, pg_json(rows, default=str)],
         )
 
 

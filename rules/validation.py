@@ -104,12 +104,18 @@ def _no_download(uri: str):
 
 
 _validators: dict[str, object] = {}
+_validators_by_id: dict[int, tuple[dict, object]] = {}  # schemas are never changed in place
 
 
 def _validator(schema: dict):
     """The compiled validator of ``schema``: jsonschema-rs (a hundred times faster than the
     pure-Python validator on an event), offline, so a ``$ref`` to a URL is never fetched. A schema
     it cannot compile (a pattern only Python's ``re`` reads...) is validated by jsonschema."""
+    # The same schema object comes back for every event (a built-in type's constant, or the
+    # program's cached custom schemas): found by identity first, without serialising it.
+    known = _validators_by_id.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
     key = json.dumps(schema, sort_keys=True)
     validator = _validators.get(key)
     if validator is None:
@@ -119,6 +125,9 @@ def _validator(schema: dict):
             validator = Draft202012Validator(schema, registry=referencing.Registry(retrieve=_no_download))
         if len(_validators) < 1000:
             _validators[key] = validator
+    if len(_validators_by_id) >= 1000:
+        _validators_by_id.clear()
+    _validators_by_id[id(schema)] = (schema, validator)  # holding the schema keeps its id from being reused
     return validator
 
 
