@@ -1,0 +1,91 @@
+"""The batch worker reads waiting events without models (``pipeline._waiting``): it must see
+exactly what the ORM sees, and qualify exactly as the single-event endpoint does."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from accounts.models import Member
+from rules import pipeline
+from rules.models import InboundEvent
+from tests.rules.fixtures_rules import make_rule, purchase, refund  # noqa: F401 - make_rule is a fixture
+
+pytestmark = pytest.mark.django_db
+
+ENROLLED = dt.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def rules(program, make_rule):  # noqa: F811
+    """Rules whose outcome depends on the member's attributes, tier, enrolment and the event's time."""
+    make_rule(program, kind="spend", event_type="purchase", name="base")
+    make_rule(program, kind="multiplier", multiplier=Decimal("2"), name="gold", condition="member.tier == 'gold'")
+    make_rule(program, kind="event", event_type="purchase", points=7, name="Lisbon",
+              condition="member.attributes.city == 'Lisbon' && member.attributes.visits > 1.5")
+    make_rule(program, kind="event", event_type="purchase", points=11, name="old hands",
+              condition="member.enrolled_at < timestamp('2024-03-01T00:00:00Z')")
+    make_rule(program, kind="event", event_type="purchase", points=5, name="late", member_cap_period="day",
+              member_cap_times=1, condition="event.occurred_at > member.enrolled_at")
+
+
+def _member(make_member, program, external_id):
+    member = make_member(program, external_id=external_id, attributes={"city": "Lisbon", "visits": 2.5},
+                         enrolled_at=ENROLLED)
+    Member.objects.filter(pk=member.pk).update(tier="gold")
+    member.tier = "gold"
+    return member
+
+
+def test_waiting_events_read_as_the_orm_reads_them(program, make_member, rules):
+    member = _member(make_member, program, "w-1")
+    result = pipeline.events_submit_batch(program=program, partner=None, payloads=[
+        dict(purchase("w-e1", "w-1"), occurred_at="2026-11-29T08:01:02.345678+01:00"),
+        dict(purchase("w-e2", "w-1", amount="1.05", channel="ação"), occurred_at="2026-11-29T09:00:00Z"),
+    ])
+    assert result.rejected == []
+    with transaction.atomic():
+        waiting = {event.pk: event for event in pipeline._waiting(result.received_ids)}
+    assert len(waiting) == 2
+    for stored in InboundEvent.objects.filter(pk__in=result.received_ids).select_related("member"):
+        seen = waiting[stored.pk]
+        assert (seen.program_id, seen.member_id, seen.event_id, seen.type, seen.member_external_id) == (
+            stored.program_id, stored.member_id, stored.event_id, stored.type, stored.member_external_id)
+        assert seen.occurred_at == stored.occurred_at and seen.received_at == stored.received_at
+        assert seen.occurred_at.tzinfo is not None and seen.occurred_at.utcoffset() == dt.timedelta(0)
+        assert seen.properties == stored.payload["properties"]
+        assert seen.program == program
+        assert pipeline.member_context(seen.member, None) == pipeline.member_context(member, None)
+    assert waiting[min(waiting)].occurred_at == dt.datetime(2026, 11, 29, 7, 1, 2, 345678, tzinfo=dt.UTC)
+
+
+def test_a_batch_qualifies_exactly_as_the_single_endpoint(program, make_member, rules, api):
+    _member(make_member, program, "w-inline")
+    _member(make_member, program, "w-batch")
+    sent = {"inline": purchase("e-inline", "w-inline", amount="19.99"),
+            "batch": purchase("e-batch", "w-batch", amount="19.99")}
+    assert api.post("/api/v1/events", sent["inline"], format="json").status_code == 201
+    assert api.post("/api/v1/events/batch", {"events": [sent["batch"]]}, format="json").status_code == 202
+    waiting = list(InboundEvent.objects.filter(status="received").values_list("id", flat=True))
+    assert pipeline.events_process(waiting) == 1
+    inline, batch = (api.get(f"/api/v1/events/e-{name}").json() for name in ("inline", "batch"))
+    assert inline["status"] == batch["status"] == "processed"
+    assert inline["awards"] == batch["awards"] and sum(award["points"] for award in batch["awards"]) > 0
+    assert inline["trace"] == batch["trace"]
+    fired = {entry["rule"] for entry in batch["trace"] if entry["outcome"] == "fired"}
+    assert {"base", "gold", "Lisbon", "old hands", "late"} <= fired
+
+
+def test_a_refund_in_a_batch_is_posted_through_its_own_path(program, make_member, rules, api):
+    _member(make_member, program, "w-r")
+    assert api.post("/api/v1/events", purchase("p-1", "w-r", amount="40.00"), format="json").status_code == 201
+    earned = sum(award["points"] for award in api.get("/api/v1/events/p-1").json()["awards"])
+    assert api.post("/api/v1/events/batch", {"events": [refund("r-1", "w-r", "o-p-1", amount="40.00")]},
+                    format="json").status_code == 202
+    waiting = list(InboundEvent.objects.filter(status="received").values_list("id", flat=True))
+    assert pipeline.events_process(waiting) == 1
+    assert api.get("/api/v1/events/r-1").json()["status"] == "processed"
+    assert api.get("/api/v1/members/w-r/balance").json()["available"] == 0 < earned
