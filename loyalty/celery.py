@@ -2,12 +2,25 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty.settings")
 
 app = Celery("loyalty")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _database_connections_as_around_a_request(**kwargs) -> None:
+    """A worker keeps its database connection from task to task as a web process does from
+    request to request: closed when broken or older than DB_CONN_MAX_AGE, health-checked before
+    reuse. (Celery's own Django fixup would close it around every task; CELERY_DB_REUSE_MAX in the
+    settings stops that, and this takes its place.)"""
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 app.conf.beat_schedule = {
     "ledger-mature-lots": {"task": "ledger.tasks.mature_lots", "schedule": 60.0},

@@ -22,7 +22,6 @@ from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Operation
 from ledger.services import EarnRequest, Source
-from loyalty.db import prepared_cursor
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent, RuleUsage
@@ -418,7 +417,9 @@ def _json(text: str | None):
 def _waiting(event_ids: Sequence[int]) -> list[WaitingEvent]:
     """The events among ``event_ids`` still ``received`` and not locked by another worker,
     locked, oldest first, each with its program."""
-    with prepared_cursor() as cursor:
+    # Not prepared: a generic plan cannot see how few ids the array holds and may scan every
+    # waiting event; planned with the ids in hand, it is a primary key lookup.
+    with connection.cursor() as cursor:
         cursor.execute(_WAITING_SQL, {"ids": list(event_ids)})
         rows = cursor.fetchall()
     events = []

@@ -158,6 +158,14 @@ def test_worker_processes_a_batch_and_keeps_the_invalid_event(celery_workers, pi
     assert_exactly_once(program, members, [p for i, p in enumerate(payloads) if i != bad])
     # The worker, not something else, did it: it received the 4 chunks (999 ids / 250).
     assert worker.tasks_received() == 4, worker.log_tail()
+    # Its processes keep their database connections between tasks, as web processes do between
+    # requests (Celery's Django fixup alone would have closed them after every task).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        assert 1 <= cursor.fetchone()[0] <= 2, worker.log_tail()
 
 
 def test_worker_killed_mid_batch_then_sweeper_finishes_exactly_once(celery_workers, pipeline_program,
