@@ -272,10 +272,20 @@ def _give_back(
     return total, sum(dead.values()), entries
 
 
+_MEMBERS_LOCK_SQL = f"""
+SELECT {", ".join(_BALANCE_COLUMNS)} FROM ledger_balance
+WHERE member_id = ANY(%s::bigint[]) ORDER BY member_id FOR UPDATE
+"""
+
+
 def members_lock(member_ids: Sequence[int]) -> dict[int, Balance]:
     """Lock the balances of several members, in ``member_id`` order (callers that post for
-    many members in one transaction take their locks here first)."""
-    balances = Balance.objects.select_for_update().filter(member_id__in=sorted(set(member_ids))).order_by("member_id")
+    many members in one transaction take their locks here first). Not prepared: planned with
+    the ids in hand, whatever their number."""
+    attnames = [field.attname for field in Balance._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(_MEMBERS_LOCK_SQL, [sorted(set(member_ids))])
+        balances = [Balance.from_db(connection.alias, attnames, row) for row in cursor.fetchall()]
     return {balance.member_id: balance for balance in balances}
 
 
