@@ -77,7 +77,7 @@ def _error(exc: EventInvalid) -> dict:
 
 
 def _resolve_member(program: Program, external_id: str) -> Member:
-    member = Member.objects.filter(program=program, external_id=external_id).first()
+    member = Member.objects.by_external_id(program.pk, external_id)
     if member is not None:
         return member
     if not program.enroll_on_first_event:
