@@ -11,8 +11,8 @@ touches several members locks their balances in ``member_id`` order.
 
 The services run in ``transaction.atomic()`` (a savepoint when nested) so that the
 event pipeline and the API can post them inside their own durable transaction. A caller that
-lets any error roll its whole transaction back may pass ``savepoint=False`` to the spending
-services and save the two round trips of the savepoint.
+lets any error roll its whole transaction (or its own savepoint) back may pass ``savepoint=False``
+to ``points_earn`` and the spending services and save the two round trips of a savepoint.
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ SELECT (SELECT id FROM op), (SELECT id FROM lot), (SELECT id FROM entry)
 
 def points_earn(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    now: dt.datetime | None = None,
+    now: dt.datetime | None = None, savepoint: bool = True,
 ) -> Operation:
     """Credit ``points`` as a new lot (pending until the program's pending period is over)."""
     _check_points(points)
@@ -399,7 +399,7 @@ def points_earn(
         "expires_at": now + dt.timedelta(days=program.expiry_days) if program.expiry_days else None,
         "source_type": source.type, "source_id": str(source.id),
     }
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         with prepared_cursor() as cursor:
             cursor.execute(_EARN_CLAIMED_SQL, params)
             operation_id, lot_id, entry_id = cursor.fetchone()

@@ -210,10 +210,10 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
                     rules=rules, event=event_context(clean), member=member_context(member, balance),
                     program=program_context(program), now=now, usage=usage,
                 )
-                if qualification.points:
+                if qualification.points:  # inside this block's savepoint: no second one
                     ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
                                        description=f"{clean.type} {clean.event_id}",
-                                       source=Source("event", clean.event_id), now=now)
+                                       source=Source("event", clean.event_id), now=now, savepoint=False)
                 _save_usage({(r, member.pk, p): v for (r, p), v in
                              engine.usage_increments(rules, qualification, clean.occurred_at).items()})
                 event.awards = [award.as_dict() for award in qualification.awards]
