@@ -177,8 +177,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's Django fixup closes the database connection around every task unless this is set;
-# loyalty/celery.py then manages it as Django does around a request (DB_CONN_MAX_AGE).
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000) or None
+# loyalty/celery.py then manages it as Django does around a request (DB_CONN_MAX_AGE). Off by
+# default: kept connections made the batch ingest benchmark slower at 100,000 events (bench/INGEST.md).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 0) or None
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(

@@ -65,10 +65,11 @@ def celery_workers(transactional_db, route_to_test_queue, tmp_path):
     workers: list[CeleryWorker] = []
     counter = itertools.count(1)
 
-    def start(concurrency: int = 2) -> CeleryWorker:
+    def start(concurrency: int = 2, **extra_env: str) -> CeleryWorker:
         n = next(counter)
         worker = CeleryWorker(queue=route_to_test_queue, name=f"pipeline-test-{os.getpid()}-{n}",
-                              log_path=tmp_path / f"worker-{n}.log", env=env, concurrency=concurrency)
+                              log_path=tmp_path / f"worker-{n}.log", env={**env, **extra_env},
+                              concurrency=concurrency)
         workers.append(worker)
         return worker.start()
 
