@@ -134,6 +134,10 @@ def keepable(payload: object) -> tuple[object, EventInvalid | None]:
     return {"unstorable_json": json.dumps(payload)}, EventInvalid(message, code=reason)
 
 
+def _text(value: object, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
 def _event_id(payload: object) -> str | None:
     event_id = payload.get("event_id") if isinstance(payload, dict) else None
     return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 255 else None
@@ -287,8 +291,11 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         except EventInvalid as exc:
             result.rejected.append({"index": index, "event_id": raw_id if isinstance(raw_id, str) else None,
                                     "error": _error(exc)})
-            rows.append({"idx": index, "event_id": event_id, "type": "", "member_external_id": "",
-                         "member_id": None, "occurred_at": None, "order_id": "", "payload": payload,
+            # Kept with what it says of itself, as far as it can be read, so the inbox finds it by type.
+            said = payload if isinstance(payload, dict) and not unstorable else {}
+            rows.append({"idx": index, "event_id": event_id, "type": _text(said.get("type"), 64),
+                         "member_external_id": _text(said.get("member_id"), 255), "member_id": None,
+                         "occurred_at": None, "order_id": "", "payload": payload,
                          "status": "rejected", "error": _error(exc)})
     members = dict(Member.objects.filter(program=program, external_id__in={c.member_id for _i, c in cleaned})
                    .values_list("external_id", "id"))

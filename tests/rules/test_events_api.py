@@ -289,6 +289,9 @@ def test_one_bad_event_never_rejects_the_others(api, program, member, make_membe
     assert InboundEvent.objects.get(event_id="b-2").error == rejected[2]["error"]
     assert InboundEvent.objects.get(event_id="b-3").error == rejected[3]["error"]
     assert kept.get(event_id=None).payload == events[5]
+    # kept with what they say of themselves, so the inbox finds them by type and member
+    assert {(e.event_id, e.type, e.member_external_id) for e in kept} == {
+        ("b-2", "purchase", member.external_id), ("b-3", "purchase", "nobody"), (None, "purchase", member.external_id)}
     assert api.get("/api/v1/events/b-2").json()["status"] == "rejected"
 
     waiting = list(InboundEvent.objects.filter(program=program, status="received").values_list("id", flat=True))
