@@ -111,6 +111,7 @@ def _lock_balance(member: Member) -> Balance:
 
 
 _BALANCE_COLUMNS = [field.column for field in Balance._meta.concrete_fields]
+_BALANCE_ATTNAMES = [field.attname for field in Balance._meta.concrete_fields]  # the order of _BALANCE_COLUMNS
 
 # The member's balance row, locked, and whether any of their lots is due to mature or to
 # expire: the settling statements then run only when they have something to do.
@@ -140,7 +141,7 @@ def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     moved += upkeep.expire_locked_members([member.pk], now=now) if to_expire else 0
     if moved:
         return Balance.objects.get(member_id=member.pk)
-    return Balance.from_db(connection.alias, [f.attname for f in Balance._meta.concrete_fields], columns)
+    return Balance.from_db(connection.alias, _BALANCE_ATTNAMES, columns)
 
 
 def _bump_balance(member: Member, **deltas: int) -> None:
@@ -282,10 +283,9 @@ def members_lock(member_ids: Sequence[int]) -> dict[int, Balance]:
     """Lock the balances of several members, in ``member_id`` order (callers that post for
     many members in one transaction take their locks here first). Not prepared: planned with
     the ids in hand, whatever their number."""
-    attnames = [field.attname for field in Balance._meta.concrete_fields]
     with connection.cursor() as cursor:
         cursor.execute(_MEMBERS_LOCK_SQL, [sorted(set(member_ids))])
-        balances = [Balance.from_db(connection.alias, attnames, row) for row in cursor.fetchall()]
+        balances = [Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row) for row in cursor.fetchall()]
     return {balance.member_id: balance for balance in balances}
 
 

@@ -316,24 +316,24 @@ def _elements(elements) -> list | tuple:
 
 
 # The list macros go element by element, in order, and stop where the library stops.
-def _exists(elements, body):
+def _until(elements, body, stop: bool) -> bool:
+    """``stop`` at the first element whose body is ``stop``, else ``not stop``; a body that is not
+    a bool on the way is the library's to answer."""
     for element in _elements(elements):
         value = body(element)
-        if value is True:
-            return True
-        if value is not False:
+        if value is stop:
+            return stop
+        if value is not (not stop):
             raise Undecided
-    return False
+    return not stop
+
+
+def _exists(elements, body):
+    return _until(elements, body, True)
 
 
 def _all(elements, body):
-    for element in _elements(elements):
-        value = body(element)
-        if value is False:
-            return False
-        if value is not True:
-            raise Undecided
-    return True
+    return _until(elements, body, False)
 
 
 def _filter(elements, body):
