@@ -126,9 +126,10 @@ class Rule(models.Model):
 class RuleUsage(models.Model):
     """How much a rule gave one member in one cap period (``period`` is e.g. ``2026-11``)."""
 
-    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage")
-    # No database foreign key to the member: it would lock the member's row in every batch that
-    # counts a capped rule (see ledger.models.Operation).
+    # No database foreign keys: they would lock the member's row and the rule's (the same row for
+    # every batch) in every batch that counts a capped rule (see ledger.models.Operation). Django
+    # deletes a rule's usage with the rule (CASCADE).
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage", db_constraint=False)
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     period = models.CharField(max_length=16)
     points = models.BigIntegerField(default=0)
@@ -152,12 +153,20 @@ class InboundEvent(models.Model):
         REJECTED = "rejected"
         FAILED = "failed"
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+")
-    partner = models.ForeignKey(Partner, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No database foreign keys (see ledger.models.Operation): each event's row would otherwise lock
+    # its program's, partner's and member's rows (FOR KEY SHARE) at every commit that writes it,
+    # and the program's and partner's are the same hot row for every batch. The pipeline writes
+    # the references from rows it has just read; Django still applies on_delete.
+    # No index of its own on program: event_id_unique_per_program and event_inbox lead with it.
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+                                db_index=False)
+    partner = models.ForeignKey(Partner, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                db_constraint=False)
     event_id = models.CharField(max_length=255, null=True, blank=True, help_text="Empty when the payload had none.")
     type = models.CharField(max_length=64, blank=True)
     member_external_id = models.CharField(max_length=255, blank=True)
-    member = models.ForeignKey(Member, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    member = models.ForeignKey(Member, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                               db_constraint=False)
     occurred_at = models.DateTimeField(null=True, blank=True)
     order_id = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(help_text="The event exactly as it was received.")
