@@ -439,20 +439,21 @@ _LOCK_BALANCES_SQL = (
 )
 _INSERT_OPERATIONS_SQL = """
 INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
-SELECT %s, m, k, 'earn', h, '{}', %s FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(m, k, h)
+SELECT %s::bigint, m, k, 'earn', h, '{}', %s::timestamptz
+FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(m, k, h)
 ON CONFLICT (program_id, key) DO NOTHING RETURNING id, key
 """
 _INSERT_LOTS_SQL = """
 INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured,
                         expires_at, expired_at, created_at, source_type, source_id)
-SELECT %s, m, o, p, r, %s, %s, %s, NULL, %s, st, si
+SELECT %s::bigint, m, o, p, r, %s::timestamptz, %s::boolean, %s::timestamptz, NULL, %s::timestamptz, st, si
 FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::text[], %s::text[]) AS v(m, o, p, r, st, si)
 RETURNING id, operation_id
 """
 _INSERT_ENTRIES_SQL = """
 INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
                           description, source_type, source_id)
-SELECT %s, %s, m, 'earn', p, l, o, d, st, si
+SELECT %s::timestamptz, %s::bigint, m, 'earn', p, l, o, d, st, si
 FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])
      AS v(m, p, l, o, d, st, si)
 """
@@ -481,17 +482,19 @@ def points_earn_many(
                       {"points": r.points, "source": [r.source.type, str(r.source.id)]})
         for r in requests
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
+    # The lock binds on the client (planned with the ids in hand); the writes on the server,
+    # where their arrays travel as parameters instead of being quoted into the SQL text.
+    with transaction.atomic(), connection.cursor() as cursor, prepared_cursor() as bound:
         member_ids = sorted({r.member_id for r in requests})
         cursor.execute(_LOCK_BALANCES_SQL, [member_ids, program.pk])
         debt = dict(cursor.fetchall())
         if len(debt) != len(member_ids):
             missing = sorted(set(member_ids) - set(debt))[:5]
             raise InvalidPoints(f"Members {missing} do not belong to program {program.slug}.", param="member_id")
-        cursor.execute(_INSERT_OPERATIONS_SQL, [
+        bound.execute(_INSERT_OPERATIONS_SQL, [
             program.pk, now, [r.member_id for r in requests], [r.key for r in requests], hashes,
         ])
-        created = dict((key, op_id) for op_id, key in cursor.fetchall())
+        created = dict((key, op_id) for op_id, key in bound.fetchall())
         fresh = [r for r in requests if created.get(r.key) is not None]
         if not fresh:
             return created
@@ -512,16 +515,16 @@ def points_earn_many(
         points = [r.points for r in fresh]
         source_types = [r.source.type for r in fresh]
         source_ids = [str(r.source.id) for r in fresh]
-        cursor.execute(_INSERT_LOTS_SQL, [
+        bound.execute(_INSERT_LOTS_SQL, [
             program.pk, available_at, matured, expires_at, now,
             members, operations, points, remaining, source_types, source_ids,
         ])
-        lot_of = {op_id: lot_id for lot_id, op_id in cursor.fetchall()}
-        cursor.execute(_INSERT_ENTRIES_SQL, [
+        lot_of = {op_id: lot_id for lot_id, op_id in bound.fetchall()}
+        bound.execute(_INSERT_ENTRIES_SQL, [
             now, program.pk, members, points, [lot_of[o] for o in operations], operations,
             [r.description[:255] for r in fresh], source_types, source_ids,
         ])
-        cursor.execute(_UPDATE_BALANCES_SQL, [list(deltas), *map(list, zip(*deltas.values(), strict=True))])
+        bound.execute(_UPDATE_BALANCES_SQL, [list(deltas), *map(list, zip(*deltas.values(), strict=True))])
         if subscribed_endpoint_ids(program_id=program.pk, type="points.earned"):
             external = dict(Member.objects.filter(pk__in=member_ids).values_list("id", "external_id"))
             webhook_emit_many(

@@ -22,6 +22,7 @@ from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Operation
 from ledger.services import EarnRequest, Source
+from loyalty.db import prepared_cursor
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
@@ -108,7 +109,7 @@ def _save_usage(increments: dict[tuple[int, int, str], tuple[int, int]]) -> None
     if not increments:
         return
     rows = [{"r": r, "m": m, "p": p, "pt": pt, "t": t} for (r, m, p), (pt, t) in increments.items()]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "INSERT INTO rules_ruleusage (rule_id, member_id, period, points, times) "
             "SELECT r, m, p, pt, t FROM jsonb_to_recordset(%s::jsonb) "
@@ -248,8 +249,8 @@ class BatchResult:
 _BATCH_INSERT_SQL = """
 INSERT INTO rules_inboundevent (program_id, partner_id, event_id, type, member_external_id, member_id,
     occurred_at, order_id, payload, status, error, awards, trace, points, received_at, processed_at)
-SELECT %(program)s, %(partner)s, x.event_id, x.type, x.member_external_id, x.member_id, x.occurred_at,
-       x.order_id, x.payload, x.status, x.error, '[]', '[]', 0, %(now)s,
+SELECT %(program)s::bigint, %(partner)s::bigint, x.event_id, x.type, x.member_external_id, x.member_id,
+       x.occurred_at, x.order_id, x.payload, x.status, x.error, '[]', '[]', 0, %(now)s::timestamptz,
        CASE WHEN x.status = 'rejected' THEN %(now)s::timestamptz END
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS x(
     idx int, event_id text, type text, member_external_id text, member_id bigint, occurred_at timestamptz,
@@ -297,8 +298,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
                          "member_external_id": _text(said.get("member_id"), 255), "member_id": None,
                          "occurred_at": None, "order_id": "", "payload": payload,
                          "status": "rejected", "error": _error(exc)})
-    members = dict(Member.objects.filter(program=program, external_id__in={c.member_id for _i, c in cleaned})
-                   .values_list("external_id", "id"))
+    members = Member.objects.ids_by_external_id(program.pk, {clean.member_id for _i, clean in cleaned})
     for index, clean in cleaned:
         member_id = members.get(clean.member_id)
         if member_id is None and program.enroll_on_first_event:
@@ -315,7 +315,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
                      "payload": payloads[index], "status": status, "error": error})
     rows.sort(key=lambda row: row["idx"])
     with transaction.atomic(durable=True):
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:  # the rows as a parameter, not quoted into the SQL text
             cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
                                                "now": now, "rows": pg_json(rows)})
             inserted = cursor.fetchall()
@@ -324,7 +324,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         lost = [dict(row, event_id=None) for row in rows
                 if row["status"] == "rejected" and row["event_id"] is not None and row["event_id"] not in stored_ids]
         if lost:
-            with connection.cursor() as cursor:
+            with prepared_cursor() as cursor:
                 cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,
                                                    "now": now, "rows": pg_json(lost)})
         result.received_ids = [pk for pk, _event_id, status in inserted if status == "received"]
@@ -501,10 +501,10 @@ def _bulk_mark(events: list[InboundEvent]) -> None:
     if not events:
         return
     rows = [{"id": e.pk, "awards": e.awards, "trace": e.trace, "points": e.points} for e in events]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # the results as a parameter, not quoted into the SQL text
         cursor.execute(
             "UPDATE rules_inboundevent e SET status = 'processed', error = NULL, awards = x.awards, "
-            "trace = x.trace, points = x.points, processed_at = %s "
+            "trace = x.trace, points = x.points, processed_at = %s::timestamptz "
             "FROM jsonb_to_recordset(%s::jsonb) AS x(id bigint, awards jsonb, trace jsonb, points int) "
             "WHERE e.id = x.id",
             [events[0].processed_at, pg_json(rows, default=str)],

@@ -1,4 +1,5 @@
-"""``loyalty.jsontext.pg_json``: orjson's speed, json's text for everything json would write."""
+"""``loyalty.jsontext``: ``pg_json`` (orjson's speed, json's text for everything json would write)
+and ``unstorable`` (what PostgreSQL cannot store, found by orjson first and by a walk when in doubt)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from loyalty.jsontext import pg_json
+from loyalty.jsontext import _unstorable, pg_json, unstorable
 
 
 @dataclasses.dataclass
@@ -39,3 +40,23 @@ def test_without_default_what_json_refuses_is_refused():
         pg_json({"money": Decimal("1")})
     with pytest.raises(TypeError):
         json.dumps({"money": Decimal("1")})
+
+
+STORABLE_OR_NOT = [
+    ({"a": [1, {"b": "ok"}], "c": None}, None),
+    ({"a": "\\u0000"}, None),  # the six characters, not a NUL: orjson's text has it, the walk says fine
+    ({"a": 2**70}, None),  # orjson refuses the integer, the walk says fine
+    ({"a": [{"b": "x\x00y"}]}, "null_characters_not_allowed"),
+    ({"a": ["\ud800"]}, "surrogate_characters_not_allowed"),
+    ({"\udfff": 1}, "surrogate_characters_not_allowed"),
+    ({"a": [2**70, "\x00"]}, "null_characters_not_allowed"),
+    ({1: "\x00"}, "null_characters_not_allowed"),
+    (["fine", "\x00"], "null_characters_not_allowed"),
+    ("x\x00", "null_characters_not_allowed"),
+    ("plain", None),
+]
+
+
+@pytest.mark.parametrize(("value", "reason"), STORABLE_OR_NOT)
+def test_unstorable_answers_as_the_walk_does(value, reason):
+    assert unstorable(value) == _unstorable(value) == reason
