@@ -122,11 +122,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         "an operation's member exists and belongs to the operation's program",
     ),
     "lot_references": (
-        """SELECT l.member_id, 'member ' || o.member_id || ', program ' || o.program_id,
-                  'member ' || l.member_id || ', program ' || l.program_id
-           FROM ledger_lot l JOIN ledger_operation o ON o.id = l.operation_id
-           WHERE l.member_id <> o.member_id OR l.program_id <> o.program_id""",
-        "a lot has its operation's member and program",
+        """SELECT l.member_id, coalesce('member ' || o.member_id || ', program ' || o.program_id, 'its operation'),
+                  CASE WHEN o.id IS NULL THEN 'no operation ' || l.operation_id
+                       ELSE 'member ' || l.member_id || ', program ' || l.program_id END
+           FROM ledger_lot l LEFT JOIN ledger_operation o ON o.id = l.operation_id
+           WHERE o.id IS NULL OR l.member_id <> o.member_id OR l.program_id <> o.program_id""",
+        "a lot's operation exists and has the lot's member and program",
     ),
     "entry_references": (
         """SELECT e.member_id, 'a member of program ' || e.program_id || ' and its own lot and operation',

@@ -75,12 +75,14 @@ class LotQuerySet(models.QuerySet):
 
 class Lot(models.Model):
     # program and member are those of the operation, copied for queries and for sharding by
-    # member; no database foreign key (see Operation).
+    # member; no database foreign keys (see Operation), not even to the operation, written in
+    # the same statement or transaction: its check, a plan each connection keeps, went on
+    # scanning the whole table in a connection that had planned it while the table was small.
     # No index of its own on program: a handful of values, and every earn would pay for it.
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="+", db_constraint=False,
                                 db_index=False)
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="lots", db_constraint=False)
-    operation = models.ForeignKey(Operation, on_delete=models.PROTECT, related_name="lots")
+    operation = models.ForeignKey(Operation, on_delete=models.PROTECT, related_name="lots", db_constraint=False)
     points = models.PositiveIntegerField()
     remaining = models.IntegerField()
     available_at = models.DateTimeField()

@@ -174,10 +174,11 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "loyalty")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Celery's Django fixup closes the database connection around every task unless this is set;
-# loyalty/celery.py then manages it as Django does around a request (DB_CONN_MAX_AGE). Off by
-# default: kept connections made the batch ingest benchmark slower at 100,000 events (bench/INGEST.md).
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 0) or None
+# Celery's Django fixup closes the database connection around every task unless this is set
+# (0 = close it every time); loyalty/celery.py then manages it as Django does around a request
+# (DB_CONN_MAX_AGE). A new connection for each batch of events cost the batch ingest about a
+# fifth of its throughput (bench/INGEST.md).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000) or None
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(

@@ -349,6 +349,15 @@ def test_a_lot_that_is_not_its_operations_members_is_reported(make_program, make
     assert "lot_references" in _audit_checks()
 
 
+def test_a_lot_without_its_operation_is_reported(member):
+    program = member.program
+    _raw("INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured, "
+         "created_at, source_type, source_id) VALUES (%s, %s, 987654321, 1, 0, %s, true, %s, '', '')",
+         [program.pk, member.pk, NOW, NOW])
+    problems = [d for d in run_audit() if d.check == "lot_references"]
+    assert len(problems) == 1 and problems[0].actual == "no operation 987654321"
+
+
 def test_a_member_with_ledger_rows_still_cannot_be_deleted_through_django(member):
     from django.db.models import ProtectedError
 

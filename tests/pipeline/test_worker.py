@@ -233,8 +233,8 @@ def _worker_connections() -> int:
 
 @pytest.mark.parametrize("reuse, kept", [("0", range(0, 1)), ("1000000", range(1, 3))])
 def test_database_connections_between_tasks(celery_workers, pipeline_program, route_to_test_queue, reuse, kept):
-    """By default Celery closes a worker's connection after each task; with CELERY_DB_REUSE_MAX the
-    worker's processes keep theirs, as web processes do between requests."""
+    """With CELERY_DB_REUSE_MAX (the default, 1000) the worker's processes keep their connections
+    between tasks, as web processes do between requests; with 0, Celery closes it after each task."""
     from rules.pipeline import events_submit_batch
 
     program, members = pipeline_program
