@@ -279,12 +279,14 @@ WHERE member_id = ANY(%s::bigint[]) ORDER BY member_id FOR UPDATE
 """
 
 
-def members_lock(member_ids: Sequence[int]) -> dict[int, Balance]:
+def members_lock(member_ids: Sequence[int], *, skip_locked: bool = False) -> dict[int, Balance]:
     """Lock the balances of several members, in ``member_id`` order (callers that post for
-    many members in one transaction take their locks here first). Not prepared: planned with
-    the ids in hand, whatever their number."""
+    many members in one transaction take their locks here first). With ``skip_locked``, a
+    balance another transaction holds is left out instead of waited for. Not prepared: planned
+    with the ids in hand, whatever their number."""
+    sql = _MEMBERS_LOCK_SQL.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED") if skip_locked else _MEMBERS_LOCK_SQL
     with connection.cursor() as cursor:
-        cursor.execute(_MEMBERS_LOCK_SQL, [sorted(set(member_ids))])
+        cursor.execute(sql, [sorted(set(member_ids))])
         balances = [Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row) for row in cursor.fetchall()]
     return {balance.member_id: balance for balance in balances}
 

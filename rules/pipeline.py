@@ -343,21 +343,33 @@ def enqueue(event_ids: list[int], chunk: int = 250) -> None:
         process_events.delay(event_ids[start:start + chunk])
 
 
-def events_process(event_ids: Sequence[int]) -> int:
+def events_process(event_ids: Sequence[int], *, wait_for_members: bool = False) -> int:
     """Process waiting events set-based; safe to run twice and concurrently (SKIP LOCKED).
-    Returns how many events were processed here."""
+    Returns how many events were processed here.
+
+    A member whose balance another transaction holds (another worker's batch has events of the
+    same member) is not waited for: that member's events stay ``received``, and once the rest
+    is committed a second pass takes them, waiting for the lock. Waiting first would idle this
+    worker for the whole of the other batch."""
     now = timezone.now()
+    busy: list[WaitingEvent] = []
     try:
         with transaction.atomic(durable=True):
             events = _waiting(event_ids)
             if not events:
                 return 0
-            done = _process_set(events, now)
+            balances = ledger.members_lock([event.member_id for event in events], skip_locked=not wait_for_members)
+            if not wait_for_members:
+                busy = [event for event in events if event.member_id not in balances]
+                events = [event for event in events if event.member_id in balances]
+            done = _process_set(events, balances, now)
     except Exception:
         logger.exception("batch of %d events failed; processing them one by one", len(event_ids))
         return sum(_process_alone(pk) for pk in event_ids)
     for program, group in _by_program(done).items():
         metrics.observe(program, group, now)
+    if busy:
+        return len(done) + events_process([event.pk for event in busy], wait_for_members=True)
     return len(done)
 
 
@@ -453,8 +465,8 @@ def _by_program(events: list[InboundEvent]) -> dict[Program, list[InboundEvent]]
     return {program: group for program, group in groups.values()}
 
 
-def _process_set(events: list[WaitingEvent], now: dt.datetime) -> list[WaitingEvent | InboundEvent]:
-    balances = ledger.members_lock([event.member_id for event in events])
+def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -> list[WaitingEvent | InboundEvent]:
+    """Qualify and post ``events``, whose members' balances the caller has locked."""
     done: list[InboundEvent] = []
     refunds_later: list[InboundEvent] = []
     for program, group in _by_program(events).items():

@@ -129,3 +129,50 @@ def test_two_workers_processing_the_same_batch_process_each_event_once(program, 
         assert balance.available == spent + 50, member.external_id  # the lifetime bonus exactly once
         assert RuleUsage.objects.get(member=member).times == 1
     assert run_audit() == []
+
+
+def test_a_batch_does_not_wait_for_a_member_whose_balance_another_transaction_holds(program, make_member,
+                                                                                     monkeypatch):
+    _rules(program)
+    held, free = make_member(program), make_member(program)
+    monkeypatch.setattr(pipeline, "enqueue", lambda ids: None)  # processed here, not by a worker
+    payloads = [purchase("h-1", held.external_id, amount="10.00"), purchase("f-1", free.external_id, amount="20.00"),
+                purchase("f-2", free.external_id, amount="30.00"), purchase("h-2", held.external_id, amount="5.00")]
+    result = pipeline.events_submit_batch(program=program, partner=None, payloads=payloads)
+    assert result.accepted == 4
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_balance():  # as another worker's batch with an event of the same member would
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT 1 FROM ledger_balance WHERE member_id = %s FOR UPDATE", [held.pk])
+                locked.set()
+                release.wait(60)
+                cursor.execute("COMMIT")
+        finally:
+            connection.close()
+
+    def statuses():
+        return dict(InboundEvent.objects.filter(pk__in=result.received_ids).values_list("event_id", "status"))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holder = pool.submit(hold_the_balance)
+        assert locked.wait(30)
+        worker = pool.submit(lambda: (pipeline.events_process(result.received_ids), connection.close())[0])
+        try:
+            # The free member's events are committed while the other member's balance is still held.
+            for _ in range(300):
+                if statuses()["f-1"] == "processed":
+                    break
+                threading.Event().wait(0.1)
+            assert statuses() == {"h-1": "received", "f-1": "processed", "f-2": "processed", "h-2": "received"}
+            assert not worker.done()  # its second pass waits for the held balance
+        finally:
+            release.set()
+        holder.result(timeout=30)
+        assert worker.result(timeout=60) == 4
+    assert set(statuses().values()) == {"processed"}
+    assert Balance.objects.get(member=held).available == 15 + 50
+    assert Balance.objects.get(member=free).available == 50 + 50
+    assert run_audit() == []
