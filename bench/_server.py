@@ -42,6 +42,7 @@ BIN = Path(sys.executable).parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from loyalty import gunicorn_conf  # noqa: E402 - after the path is set, for ``python bench/X.py``
 
 # --- where the servers are ------------------------------------------------------------------
 
@@ -89,8 +90,9 @@ class BenchServer:
         self.dbname = dbname
         self.keep = keep
         self.beat = beat
-        # make run: WEB_CONCURRENCY, else max(2, 2 x CPUs); CELERY_CONCURRENCY, else 2.
-        self.web_workers = web_workers or int(os.environ.get("WEB_CONCURRENCY") or max(2, (os.cpu_count() or 1) * 2))
+        # As make run: loyalty/gunicorn_conf.py's workers and threads; CELERY_CONCURRENCY, else 2.
+        self.web_workers = web_workers or gunicorn_conf.default_workers()
+        self.web_threads = gunicorn_conf.default_threads()
         self.celery_concurrency = celery_concurrency or int(os.environ.get("CELERY_CONCURRENCY") or 2)
         server_url, redis_url = server_urls()
         self.admin_url = server_url

@@ -1,7 +1,7 @@
 """Partner API read path over HTTP: GET /api/v1/members/{id}/balance against the production server setup.
 
 Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
-WEB_CONCURRENCY workers, default 2 x CPUs, ``DEBUG=0``, a generated ``SECRET_KEY``,
+WEB_CONCURRENCY workers, default 2 x CPUs, of WEB_THREADS threads, default 4, ``DEBUG=0``, a generated ``SECRET_KEY``,
 ``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds 10,000 members and funds each with
 3 lots through ``ledger.services.points_earn_many`` (earned 270, 150 and 30 days ago, so every
 balance lists 3 open lots by expiry), then drives 16 concurrent HTTP/1.1 client connections for
@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  client:  {client_name}" + ("" if client == "wrk" else " (wrk not used: "
                                              + ("not installed" if not wrk else "--client python") + ")"))
     print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
-          f"(gthread, keep-alive, as make run), "
+          f"(gthread, {server.web_threads} thread(s) each, keep-alive, as make run), "
           f"DEBUG=0, "
           f"LOYALTY_PLAIN_HTTP=1, API_RATE_LIMIT_PER_MINUTE={BENCH_RATE_LIMIT:,} (on, never reached), "
           f"PROMETHEUS_MULTIPROC_DIR "

@@ -1,8 +1,8 @@
 """Partner API write path over HTTP: concurrent POST /api/v1/redemptions on shared members, then no overspend.
 
 Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
-WEB_CONCURRENCY workers, default 2 x CPUs, ``DEBUG=0``, ``LOYALTY_PLAIN_HTTP=1``) on a database of
-its own, seeds 200 members funded with known points (two lots each, through
+WEB_CONCURRENCY workers, default 2 x CPUs, of WEB_THREADS threads, default 4, ``DEBUG=0``,
+``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds 200 members funded with known points (two lots each, through
 ``ledger.services.points_earn_many``: 1,000 to 3,000 points a member) and two rewards, then 50
 client threads (Python ``http.client``, one HTTP/1.1 connection each, reopened whenever the
 server closes it) POST redemptions for random members among the 200 for 20 s (or ``--requests``
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
           + f"; load average {load_before:.1f} -> {load_after:.1f}"
           + (" (profiled with py-spy)" if args.py_spy else ""))
     print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
-          f"(gthread, keep-alive, as make run), "
+          f"(gthread, {server.web_threads} thread(s) each, keep-alive, as make run), "
           f"DEBUG=0, "
           f"LOYALTY_PLAIN_HTTP=1, rate limits at their defaults, PROMETHEUS_MULTIPROC_DIR set (as make run); "
           f"PostgreSQL {pg_version}, {os.cpu_count()} CPUs (client, server and database on this machine); "

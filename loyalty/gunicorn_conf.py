@@ -1,17 +1,31 @@
 """gunicorn's settings, as ``make run`` and the benchmarks start it: ``gunicorn -c loyalty/gunicorn_conf.py``.
 
-Threaded workers (``gthread``) keep client connections alive between requests, so a partner's
-client pays for its TCP connection once, not per request. Each thread holds its own persistent
-database connection (``DB_CONN_MAX_AGE``). Every figure can be set in the environment.
+``gthread`` workers keep client connections alive between requests, so a partner's client pays
+for its TCP connection once, not per request. Each thread holds its own persistent database
+connection (``DB_CONN_MAX_AGE``). Every figure can be set in the environment.
+
+By default two processes per CPU of four threads each. One thread per process (8 x 1 on two
+CPUs) served the balance read faster in three paired runs, but redemptions, whose requests
+wait on row locks and so hold up a single-threaded process, at two thirds of the rate and with
+twice the tail (``bench/API.md``).
 """
 
 import os
 
+
+def default_workers() -> int:
+    return int(os.environ.get("WEB_CONCURRENCY") or max(2, (os.cpu_count() or 1) * 2))
+
+
+def default_threads() -> int:
+    return int(os.environ.get("WEB_THREADS") or 4)
+
+
 wsgi_app = "loyalty.wsgi"
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, (os.cpu_count() or 1) * 2))
+workers = default_workers()
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS") or 4)
+threads = default_threads()
 keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS") or 30)
 graceful_timeout = 10
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
