@@ -165,8 +165,10 @@ class InboundEvent(models.Model):
     event_id = models.CharField(max_length=255, null=True, blank=True, help_text="Empty when the payload had none.")
     type = models.CharField(max_length=64, blank=True)
     member_external_id = models.CharField(max_length=255, blank=True)
+    # No index on the member's id: nothing looks events up by it (members are never deleted); the
+    # inbox looks them up by the external id the partner sent (event_member).
     member = models.ForeignKey(Member, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-                               db_constraint=False)
+                               db_constraint=False, db_index=False)
     occurred_at = models.DateTimeField(null=True, blank=True)
     order_id = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(help_text="The event exactly as it was received.")
@@ -186,6 +188,7 @@ class InboundEvent(models.Model):
             models.Index(fields=["received_at"], name="event_waiting", condition=Q(status="received")),
             models.Index(fields=["program", "order_id"], name="event_order", condition=~Q(order_id="")),
             models.Index(fields=["program", "status", "-received_at"], name="event_inbox"),
+            models.Index(fields=["program", "member_external_id"], name="event_member"),
         ]
 
     def __str__(self) -> str:
