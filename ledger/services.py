@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -277,6 +277,7 @@ _MEMBERS_LOCK_SQL = f"""
 SELECT {", ".join(_BALANCE_COLUMNS)} FROM ledger_balance
 WHERE member_id = ANY(%s::bigint[]) ORDER BY member_id FOR UPDATE
 """
+_MEMBERS_LOCK_SKIPPING_SQL = _MEMBERS_LOCK_SQL.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED")
 
 
 def members_lock(member_ids: Sequence[int], *, skip_locked: bool = False) -> dict[int, Balance]:
@@ -284,9 +285,8 @@ def members_lock(member_ids: Sequence[int], *, skip_locked: bool = False) -> dic
     many members in one transaction take their locks here first). With ``skip_locked``, a
     balance another transaction holds is left out instead of waited for. Not prepared: planned
     with the ids in hand, whatever their number."""
-    sql = _MEMBERS_LOCK_SQL.replace("FOR UPDATE", "FOR UPDATE SKIP LOCKED") if skip_locked else _MEMBERS_LOCK_SQL
     with connection.cursor() as cursor:
-        cursor.execute(sql, [sorted(set(member_ids))])
+        cursor.execute(_MEMBERS_LOCK_SKIPPING_SQL if skip_locked else _MEMBERS_LOCK_SQL, [sorted(set(member_ids))])
         balances = [Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row) for row in cursor.fetchall()]
     return {balance.member_id: balance for balance in balances}
 
@@ -469,10 +469,13 @@ WHERE b.member_id = v.m
 
 def points_earn_many(
     *, program: Program, requests: Sequence[EarnRequest], now: dt.datetime | None = None,
+    locked: Mapping[int, Balance] | None = None,
 ) -> dict[str, int]:
     """Credit many earns set-based, in one transaction: a handful of statements for the
     whole batch. Keys used before are skipped (they already happened). Returns the
-    operation id of each earn created, by key."""
+    operation id of each earn created, by key. ``locked``: the members' balances as the
+    caller locked them in this transaction (``members_lock``) and has not moved since; their
+    rows are then not locked a second time."""
     now = now or timezone.now()
     for request in requests:
         _check_points(request.points)
@@ -488,8 +491,11 @@ def points_earn_many(
     # where their arrays travel as parameters instead of being quoted into the SQL text.
     with transaction.atomic(), connection.cursor() as cursor, prepared_cursor() as bound:
         member_ids = sorted({r.member_id for r in requests})
-        cursor.execute(_LOCK_BALANCES_SQL, [member_ids, program.pk])
-        debt = dict(cursor.fetchall())
+        if locked is None:
+            cursor.execute(_LOCK_BALANCES_SQL, [member_ids, program.pk])
+            debt = dict(cursor.fetchall())
+        else:
+            debt = {m: locked[m].debt for m in member_ids if m in locked and locked[m].program_id == program.pk}
         if len(debt) != len(member_ids):
             missing = sorted(set(member_ids) - set(debt))[:5]
             raise InvalidPoints(f"Members {missing} do not belong to program {program.slug}.", param="member_id")

@@ -499,7 +499,7 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
             event.status, event.processed_at = InboundEvent.Status.PROCESSED, now
             done.append(event)
         if requests:
-            ledger.points_earn_many(program=program, requests=requests, now=now)
+            ledger.points_earn_many(program=program, requests=requests, now=now, locked=balances)
         _save_usage(increments)
     _bulk_mark(done)
     for waiting in refunds_later:  # locked above; a refund is posted as the single endpoint posts it

@@ -1,7 +1,11 @@
 import datetime as dt
 
+import pytest
+from django.db import transaction
+
 from ledger import services
 from ledger.audit import run_audit
+from ledger.errors import InvalidPoints
 from ledger.models import Balance, Entry, Lot
 from ledger.services import EarnRequest
 
@@ -40,4 +44,22 @@ def test_batch_earn_settles_debt_and_respects_pending(make_program, make_member)
     services.points_earn_many(program=program, requests=[EarnRequest(member.pk, 25, "k")], now=later)
     balance = Balance.objects.get(member=member)
     assert (balance.available, balance.pending, balance.debt) == (-10 + 10, 15, 0)
+    assert run_audit() == []
+
+
+def test_batch_earn_with_the_callers_locks_settles_debt_and_refuses_other_programs(make_program, make_member):
+    program = make_program(allow_negative_balance=True)
+    member, stranger = make_member(program), make_member(make_program())
+    earn = services.points_earn(member=member, points=10, key="e", now=NOW)
+    services.points_redeem(member=member, points=10, key="r", now=NOW)
+    services.points_reverse(earn=earn, points=10, key="rev", now=NOW)
+    with transaction.atomic():
+        locked = services.members_lock([member.pk, stranger.pk])
+        services.points_earn_many(program=program, requests=[EarnRequest(member.pk, 25, "k")], now=NOW,
+                                  locked=locked)
+    balance = Balance.objects.get(member=member)
+    assert (balance.available, balance.debt) == (-10 + 25, 0)
+    with pytest.raises(InvalidPoints), transaction.atomic():
+        services.points_earn_many(program=program, requests=[EarnRequest(stranger.pk, 5, "s")], now=NOW,
+                                  locked=services.members_lock([stranger.pk]))
     assert run_audit() == []
