@@ -1,0 +1,65 @@
+"""A member signs in through the form and sees their own points, and nobody else's."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from tests.browser.conftest import sign_in, submit
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def members(make_program, make_member):
+    from campaigns.models import Reward
+    from ledger.services import points_earn, points_redeem
+
+    program = make_program(expiry_days=365)
+    users = get_user_model()
+    alice = make_member(program, external_id="alice", user=users.objects.create_user("alice", password="pw-alice-1"))
+    alice.tier = "Gold"
+    alice.save(update_fields=["tier"])
+    bob = make_member(program, external_id="bob", user=users.objects.create_user("bob", password="pw-bob-1"))
+    points_earn(member=alice, points=120, key="a1", description="Welcome gift",
+                now=timezone.now() - dt.timedelta(days=345))
+    points_earn(member=alice, points=35, key="a2", description="Coffee purchase")
+    points_redeem(member=alice, points=15, key="a3", description="Cookie")
+    points_earn(member=bob, points=7777, key="b1", description="Bob's big order")
+    Reward.objects.create(program=program, code="free-coffee", name="Free coffee", cost=150)
+    return alice, bob
+
+
+def test_member_signs_in_and_sees_balance_history_expiry_tier_and_rewards(page, members):
+    sign_in(page, "alice", "pw-alice-1", "/me/")
+    assert page.url.endswith("/me/")
+    assert page.locator("#balance").inner_text() == "140 points available"
+    body = page.locator("body").inner_text()
+    assert "Member alice, tier Gold." in body
+    assert "Earned in all: 155" in body and "Redeemed: 15" in body
+    soon, later = (f"{timezone.now() + dt.timedelta(days=days):%-d %b %Y}" for days in (20, 365))
+    # The 15 points redeemed came from the lot that expires first.
+    assert page.locator("ul").first.inner_text() == f"105 on {soon}\n35 on {later}"
+    history = page.locator("#history").inner_text()
+    assert "Welcome gift" in history and "Coffee purchase" in history and "Cookie" in history
+    assert "Free coffee: 150 points" in body
+    assert "7777" not in body and "Bob" not in body
+
+
+def test_other_member_and_signed_out_visitor(page, members):
+    sign_in(page, "bob", "pw-bob-1", "/me/")
+    assert page.locator("#balance").inner_text() == "7777 points available"
+    assert "Welcome gift" not in page.locator("body").inner_text()
+    submit(page, "text=Sign out")
+    page.goto("/me/")
+    assert "/accounts/login/" in page.url
+    assert page.locator("h1").inner_text() == "Sign in"
+
+
+def test_wrong_password_is_refused_on_the_form(page, members):
+    sign_in(page, "alice", "wrong-password", "/me/")
+    assert "/accounts/login/" in page.url
+    assert "correct username and password" in page.locator("body").inner_text()
