@@ -1,5 +1,5 @@
 """PostgreSQL, instrumented by django-prometheus, with a health check that costs no round trip
-on a busy connection.
+on a busy connection, and prepared statements that outlive a rollback.
 
 Django's ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` before the first query of every request that
 reuses a connection: on a short request (a balance read is one statement) that is a second round
@@ -8,6 +8,19 @@ trip. Here a connection whose last request ran its queries without a connection 
 is checked as before. What that costs: a connection that breaks within that second (the database
 restarted, the backend was killed) fails the request that finds it, as it would with health checks
 off, and Django then drops it at the end of that request.
+
+psycopg forgets every statement it prepared on a connection at each ``ROLLBACK`` and ``ROLLBACK TO
+SAVEPOINT`` (and sends ``DEALLOCATE ALL``), in case the transaction created an object a statement
+was prepared against. Every refused request rolls back (a redemption over the balance, a reward out
+of stock), so the connection that served it prepared its hot statements again, two round trips
+each, and PostgreSQL parsed and planned them again: with a quarter of the requests refused,
+``bench.api_redemptions`` spent 40% more of PostgreSQL's CPU and served 17% fewer requests a second
+(``bench/API.md``). Here both rollbacks go straight to libpq, past that cache, so the statements
+stay prepared. PostgreSQL's prepared statements belong to the session, not to the transaction: a
+rollback leaves them in place, and PostgreSQL itself re-plans one whose tables changed. What psycopg
+guards against (a statement prepared against a table created in the transaction that rolled back)
+does not happen here: requests run no DDL, and the partition and schema changes (migrations,
+``ledger_partitions``) commit. If libpq's rollback fails, psycopg's runs, and raises.
 """
 
 from __future__ import annotations
@@ -15,7 +28,9 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.db.backends.utils import debug_transaction
 from django_prometheus.db.backends.postgresql import base
+from psycopg import pq
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -43,3 +58,20 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def connect(self):
         self.answered_at = float("-inf")
         super().connect()
+
+    def _rollback(self):
+        if not self._rollback_past_prepared_cache(b"ROLLBACK"):
+            super()._rollback()
+
+    def _savepoint_rollback(self, sid):
+        if not self._rollback_past_prepared_cache(self.ops.savepoint_rollback_sql(sid).encode()):
+            super()._savepoint_rollback(sid)
+
+    def _rollback_past_prepared_cache(self, sql: bytes) -> bool:
+        """Run ``sql`` (a rollback) through libpq itself; False if it did not succeed."""
+        connection = self.connection
+        if connection is None or connection.closed:
+            return False
+        with debug_transaction(self, sql.decode()), self.wrap_database_errors:
+            result = connection.pgconn.exec_(sql)
+        return result.status == pq.ExecStatus.COMMAND_OK

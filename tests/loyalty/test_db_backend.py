@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 
 from loyalty.db import prepared_cursor
 
@@ -82,3 +82,75 @@ def test_a_request_that_ran_no_query_does_not_extend_the_trust(settings):
         connection.close_if_unusable_or_obsolete()
         time.sleep(0.05)
     assert _request() != pid
+
+
+# --- prepared statements outlive a rollback ---------------------------------------------------
+
+
+class Refused(Exception):
+    pass
+
+
+def _prepared_names() -> set[str]:
+    """The statements psycopg prepared on this session (PostgreSQL's own list)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE '\\_pg3\\_%%'")
+        return {name for (name,) in cursor.fetchall()}
+
+
+def _answer(n: int) -> int:
+    """A typed statement run often enough for psycopg to prepare it."""
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT %s::bigint * 2", [n])
+        return cursor.fetchone()[0]
+
+
+def _write(name: str) -> None:
+    from accounts.models import Program
+
+    Program.objects.create(name=name, slug=name)
+
+
+def _programs() -> set[str]:
+    from accounts.models import Program
+
+    return set(Program.objects.values_list("slug", flat=True))
+
+
+def test_a_rollback_undoes_the_writes_and_keeps_the_prepared_statements():
+    for n in range(3):
+        assert _answer(n) == 2 * n
+    prepared = _prepared_names()
+    assert prepared, "the statement should be prepared by now"
+    with pytest.raises(Refused), transaction.atomic():
+        _write("refused")
+        assert _answer(21) == 42
+        raise Refused
+    assert "refused" not in _programs()
+    assert _prepared_names() == prepared
+    assert _answer(50) == 100  # and they still run
+
+
+def test_a_savepoint_rollback_undoes_its_writes_only_and_keeps_the_prepared_statements():
+    for n in range(3):
+        _answer(n)
+    prepared = _prepared_names()
+    with transaction.atomic():
+        _write("kept")
+        with pytest.raises(Refused), transaction.atomic():
+            _write("inner")
+            raise Refused
+        assert _answer(4) == 8
+    assert {"kept"} <= _programs() and "inner" not in _programs()
+    assert _prepared_names() == prepared
+
+
+def test_a_rollback_after_a_database_error_still_works():
+    from django.db import IntegrityError
+
+    _answer(1), _answer(2), _answer(3)
+    with transaction.atomic():
+        _write("dup")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _write("dup")
+    assert _programs() >= {"dup"} and _answer(6) == 12
