@@ -13,14 +13,15 @@ psycopg forgets every statement it prepared on a connection at each ``ROLLBACK``
 SAVEPOINT`` (and sends ``DEALLOCATE ALL``), in case the transaction created an object a statement
 was prepared against. Every refused request rolls back (a redemption over the balance, a reward out
 of stock), so the connection that served it prepared its hot statements again, two round trips
-each, and PostgreSQL parsed and planned them again: with a quarter of the requests refused,
-``bench.api_redemptions`` spent 40% more of PostgreSQL's CPU and served 17% fewer requests a second
-(``bench/API.md``). Here both rollbacks go straight to libpq, past that cache, so the statements
-stay prepared. PostgreSQL's prepared statements belong to the session, not to the transaction: a
-rollback leaves them in place, and PostgreSQL itself re-plans one whose tables changed. What psycopg
-guards against (a statement prepared against a table created in the transaction that rolled back)
-does not happen here: requests run no DDL, and the partition and schema changes (migrations,
-``ledger_partitions``) commit. If libpq's rollback fails, psycopg's runs, and raises.
+each, and PostgreSQL parsed and planned them again: in ``bench.api_redemptions``, with about a third
+of the requests refused, PostgreSQL spent 2.4-2.5 ms of CPU a request instead of 1.5-1.7, and the
+server answered 9-20% fewer requests a second (``bench/RESULTS.md``). Here both rollbacks go
+straight to libpq, past that cache, so the statements stay prepared. PostgreSQL's prepared
+statements belong to the session, not to the transaction: a rollback leaves them in place, and
+PostgreSQL itself re-plans one whose tables changed. What psycopg guards against (a statement
+prepared against a table created in the transaction that rolled back) does not happen here:
+requests run no DDL, and the partition and schema changes (migrations, ``ledger_partitions``)
+commit. If libpq's rollback fails, psycopg's runs, and raises.
 """
 
 from __future__ import annotations
