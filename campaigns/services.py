@@ -1,6 +1,6 @@
 """Redemptions: spend points on a reward (or on anything, by points), held or captured.
 
-Order of locks: the member's balance row first (``members_lock``), then the reward row
+Order of locks: the member's balance row first (``ledger.lock_for_spending``), then the reward row
 (the stock decrement), then voucher codes (``SKIP LOCKED``). Stock is a conditional
 ``UPDATE ... WHERE stock >= quantity``, so it is never oversold; a code is given by setting
 its ``redemption``, once. A held redemption gets its voucher when it is captured.
@@ -19,9 +19,9 @@ from accounts.models import Member
 from campaigns.models import Redemption, Reward, VoucherCode
 from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
-from ledger.models import Hold
+from ledger.models import Balance, Hold
 from ledger.services import Source
-from loyalty.db import prepared_cursor, prepared_insert
+from loyalty.db import prepared_insert
 from loyalty.errors import Conflict, DomainError, NotFound
 from webhooks.services import webhook_emit
 
@@ -134,7 +134,7 @@ def redemption_create(
     if quantity < 1:
         raise InvalidRedemption("quantity must be at least 1.", param="quantity")
     with transaction.atomic(durable=True):
-        existing = _lock_and_find(member, key)
+        balance, existing = _lock_and_find(member, key, now)
         if existing is not None:
             _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
                                 capture=capture)
@@ -153,12 +153,12 @@ def redemption_create(
             # No savepoint: any error here rolls the whole redemption back.
             redemption.operation = ledger.points_redeem(
                 member=member, points=points, key=key, description=redemption.description, source=source, now=now,
-                savepoint=False,
+                savepoint=False, locked=balance,
             )
             redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         else:
             hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
-                                      source=source, now=now, savepoint=False)
+                                      source=source, now=now, savepoint=False, locked=balance)
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
         prepared_insert(redemption)
         if capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL):
@@ -170,26 +170,12 @@ def redemption_create(
     return redemption
 
 
-# The member's balance row, locked, and the redemption an earlier call made with this key.
-_LOCK_AND_FIND_SQL = """
-SELECT r.id FROM ledger_balance b
-LEFT JOIN ledger_operation o ON o.program_id = %(program)s::bigint AND o.key = %(key)s::text
-LEFT JOIN campaigns_redemption r ON r.operation_id = o.id
-WHERE b.member_id = %(member)s::bigint
-FOR UPDATE OF b
-"""
-
-
-def _lock_and_find(member: Member, key: str) -> Redemption | None:
-    """Lock the member (``members_lock``) and return the redemption made earlier with ``key``,
-    if any: one prepared statement when the member has a balance row."""
-    with prepared_cursor() as cursor:
-        cursor.execute(_LOCK_AND_FIND_SQL, {"program": member.program_id, "key": key, "member": member.pk})
-        row = cursor.fetchone()
-    if row is None:  # no balance row to lock yet
-        ledger.members_lock([member.pk])
-        return Redemption.objects.filter(operation__program_id=member.program_id, operation__key=key).first()
-    return Redemption.objects.get(pk=row[0]) if row[0] is not None else None
+def _lock_and_find(member: Member, key: str, now: dt.datetime) -> tuple[Balance, Redemption | None]:
+    """Lock the member for spending (``ledger.lock_for_spending``: the spend below does not lock
+    again) and return the redemption made earlier with ``key``, if any: one prepared statement."""
+    balance, earlier = ledger.lock_for_spending(member, key=key, now=now)
+    existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
+    return balance, existing
 
 
 def _check_same_request(existing: Redemption, *, member, reward, quantity, points, capture) -> None:

@@ -125,23 +125,55 @@ FROM ledger_balance b WHERE b.member_id = %(member)s::bigint
 FOR UPDATE OF b
 """
 
+# The same, with the id of the operation already made with a key, if any (``lock_for_spending``).
+_LOCK_FOR_SPENDING_KEYED_SQL = _LOCK_FOR_SPENDING_SQL.replace(
+    "\nFROM ledger_balance b",
+    ",\n       (SELECT o.id FROM ledger_operation o WHERE o.program_id = b.program_id AND o.key = %(key)s::text)"
+    "\nFROM ledger_balance b",
+)
+
 
 def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     """Lock the member, and settle what is due first: lots past expiry expire, lots whose
     pending time is over become available. Spending then sees the balance as of ``now``.
     One prepared statement when nothing is due."""
+    return _lock_for_spending_keyed(member, now, None)[0]
+
+
+def lock_for_spending(member: Member, *, key: str, now: dt.datetime | None = None) -> tuple[Balance, int | None]:
+    """For a caller that spends in its own transaction: lock the member as ``points_redeem`` and
+    ``points_hold`` do (what is due matures or expires first) and return the balance, to pass them
+    as ``locked``, with the id of the operation already made with ``key`` (None if there is none).
+    One prepared statement when nothing is due."""
+    return _lock_for_spending_keyed(member, now or timezone.now(), key)
+
+
+def _lock_for_spending_keyed(member: Member, now: dt.datetime, key: str | None) -> tuple[Balance, int | None]:
     with prepared_cursor() as cursor:
-        cursor.execute(_LOCK_FOR_SPENDING_SQL, {"member": member.pk, "now": now})
+        if key is None:
+            cursor.execute(_LOCK_FOR_SPENDING_SQL, {"member": member.pk, "now": now})
+        else:
+            cursor.execute(_LOCK_FOR_SPENDING_KEYED_SQL, {"member": member.pk, "now": now, "key": key})
         row = cursor.fetchone()
     if row is None:  # no balance row yet: make it, then lock it as any other
         _lock_balance(member)
-        return _lock_for_spending(member, now)
-    *columns, to_mature, to_expire = row
+        return _lock_for_spending_keyed(member, now, key)
+    earlier = row[-1] if key is not None else None
+    *columns, to_mature, to_expire = row[:-1] if key is not None else row
     moved = upkeep.mature_locked_members([member.pk], now=now) if to_mature else 0
     moved += upkeep.expire_locked_members([member.pk], now=now) if to_expire else 0
     if moved:
-        return Balance.objects.get(member_id=member.pk)
-    return Balance.from_db(connection.alias, _BALANCE_ATTNAMES, columns)
+        return Balance.objects.get(member_id=member.pk), earlier
+    return Balance.from_db(connection.alias, _BALANCE_ATTNAMES, columns), earlier
+
+
+def _spending_balance(member: Member, now: dt.datetime, locked: Balance | None) -> Balance:
+    """``locked`` (the caller's ``lock_for_spending`` in this transaction), else the member locked now."""
+    if locked is None:
+        return _lock_for_spending(member, now)
+    if locked.member_id != member.pk:
+        raise ValueError(f"The balance passed as locked is member {locked.member_id}'s, not {member.pk}'s.")
+    return locked
 
 
 def _bump_balance(member: Member, **deltas: int) -> None:
@@ -547,9 +579,11 @@ def points_earn_many(
 
 def points_redeem(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
-    now: dt.datetime | None = None, savepoint: bool = True,
+    now: dt.datetime | None = None, savepoint: bool = True, locked: Balance | None = None,
 ) -> Operation:
-    """Spend ``points`` at once, from the lots that expire soonest."""
+    """Spend ``points`` at once, from the lots that expire soonest. ``locked``: the member's
+    balance as ``lock_for_spending`` returned it earlier in this transaction, with nothing moved
+    since; it is not locked again."""
     _check_points(points)
     now = now or timezone.now()
     with transaction.atomic(savepoint=savepoint):
@@ -557,7 +591,7 @@ def points_redeem(
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
             return operation
-        balance = _lock_for_spending(member, now)
+        balance = _spending_balance(member, now, locked)
         if balance.available < points:
             raise InsufficientPoints(
                 f"{points} points requested, {max(balance.available, 0)} available.", param="points"
@@ -571,8 +605,10 @@ def points_redeem(
 def points_hold(
     *, member: Member, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
     timeout: dt.timedelta | None = None, now: dt.datetime | None = None, savepoint: bool = True,
+    locked: Balance | None = None,
 ) -> Hold:
-    """Reserve ``points`` from specific lots until captured, voided or timed out."""
+    """Reserve ``points`` from specific lots until captured, voided or timed out. ``locked``: as
+    for ``points_redeem``."""
     _check_points(points)
     now = now or timezone.now()
     with transaction.atomic(savepoint=savepoint):
@@ -580,7 +616,7 @@ def points_hold(
                            request={"points": points, "source": [source.type, str(source.id)]})
         if operation.replayed:
             return operation.hold
-        balance = _lock_for_spending(member, now)
+        balance = _spending_balance(member, now, locked)
         if balance.available < points:
             raise InsufficientPoints(
                 f"{points} points requested, {max(balance.available, 0)} available.", param="points"

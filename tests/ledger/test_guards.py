@@ -428,3 +428,42 @@ def test_without_prepared_statements_the_earn_is_the_same(member, settings):
     finally:
         options["prepare_threshold"] = saved
         connection.close()
+
+
+# --- a caller that locks before it spends ------------------------------------------------
+
+
+def test_lock_for_spending_finds_the_operation_already_made_with_a_key(member):
+    spent = services.points_earn(member=member, points=50, key="earn", now=NOW)
+    with transaction.atomic():
+        balance, earlier = services.lock_for_spending(member, key="earn", now=NOW)
+        assert (balance.member_id, balance.available, earlier) == (member.pk, 50, spent.pk)
+        assert services.lock_for_spending(member, key="never-used", now=NOW)[1] is None
+
+
+def test_lock_for_spending_settles_what_is_due_and_the_spend_uses_that_balance(make_program, make_member):
+    program = make_program(expiry_days=30)
+    member = make_member(program)
+    services.points_earn(member=member, points=40, key="old", now=NOW - 40 * DAY)  # expired 10 days ago
+    services.points_earn(member=member, points=25, key="new", now=NOW)
+    with transaction.atomic():
+        balance, _ = services.lock_for_spending(member, key="spend", now=NOW)
+        assert (balance.available, balance.lifetime_expired) == (25, 40)
+        with pytest.raises(InsufficientPoints):
+            services.points_redeem(member=member, points=30, key="spend", now=NOW, savepoint=True, locked=balance)
+        services.points_redeem(member=member, points=20, key="spend-less", now=NOW, locked=balance)
+    assert balance_of(member) == (5, 0, 0, 40)
+    assert run_audit() == []
+
+
+def test_a_balance_locked_for_another_member_is_refused(program, make_member):
+    alice, bob = make_member(program), make_member(program)
+    services.points_earn(member=alice, points=10, key="a", now=NOW)
+    services.points_earn(member=bob, points=10, key="b", now=NOW)
+    with transaction.atomic():
+        bobs, _ = services.lock_for_spending(bob, key="k", now=NOW)
+        with pytest.raises(ValueError, match="not"):
+            services.points_redeem(member=alice, points=5, key="k", now=NOW, locked=bobs)
+        with pytest.raises(ValueError, match="not"):
+            services.points_hold(member=alice, points=5, key="k2", now=NOW, locked=bobs)
+    assert balance_of(alice) == (10, 0, 0, 0) and balance_of(bob) == (10, 0, 0, 0)
