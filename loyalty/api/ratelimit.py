@@ -12,14 +12,28 @@ from rest_framework.throttling import BaseThrottle
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
-_client: redis.Redis | None = None
+_local = threading.local()
 
 
 def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-    return _client
+    """This thread's client. One shared by a process's threads broke under load: after a read timed
+    out, another thread's fresh connection failed with "Bad file descriptor" or "I/O operation on a
+    closed file" in redis-py, errors that are not ``RedisError`` (bench.api_redemptions, 50 clients
+    on two saturated CPUs). A client per thread shares nothing."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return client
+
+
+def _forget_client() -> None:
+    client, _local.client = getattr(_local, "client", None), None
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # it is being thrown away
+            pass
 
 
 # A process takes the numbers of a busy bucket from Redis in blocks of limit / RESERVE_PARTS
@@ -38,8 +52,9 @@ _MAX_BLOCKS = 10_000
 def rate_limit_hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> int | None:
     """Count one hit; return the seconds to wait when ``bucket`` is over ``limit``, else None.
 
-    If Redis cannot be reached the request is let through (and logged): a limiter outage
-    must not take the API down with it.
+    If Redis cannot be reached, or its client fails in any way, the request is let through (and
+    logged), and this thread's client is replaced: a limiter outage must not take the API down
+    with it.
     """
     now = int(time.time())
     start = now - now % window
@@ -52,8 +67,9 @@ def rate_limit_hit(bucket: str, limit: int, window: int = WINDOW_SECONDS) -> int
             pipe.incrby(key, block)
             pipe.expire(key, window + 1)
             last = pipe.execute()[0]
-        except redis.RedisError:
+        except Exception:  # redis-py also fails with OSError and ValueError, not only RedisError
             logger.warning("rate limiter unavailable; letting %s through", bucket, exc_info=True)
+            _forget_client()
             return None
         number = last - block + 1
         if block > 1:

@@ -175,3 +175,53 @@ def test_small_limits_count_every_request_in_redis():
     forget_bucket(bucket)
     assert outcomes == [True] * 999 + [False] * 2
     assert taken == 1001
+
+
+def test_each_thread_has_a_client_of_its_own():
+    import threading
+
+    from loyalty.api import ratelimit
+
+    mine, theirs = ratelimit._redis(), []
+    thread = threading.Thread(target=lambda: theirs.append(ratelimit._redis()))
+    thread.start()
+    thread.join()
+    assert ratelimit._redis() is mine and theirs[0] is not mine
+
+
+def test_a_limiter_that_fails_lets_the_request_through_and_its_client_is_replaced(settings, caplog):
+    """A server on the Redis URL that does not speak Redis: the hit is let through, logged, and the
+    thread's next hit starts from a new client."""
+    import socket
+    import threading
+
+    from loyalty.api import ratelimit
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"this is not Redis\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        settings.REDIS_URL = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        ratelimit._forget_client()
+        broken = ratelimit._redis()
+        assert ratelimit.rate_limit_hit("test-broken-limiter", 1) is None
+        assert "rate limiter unavailable; letting test-broken-limiter through" in caplog.text
+        assert ratelimit._redis() is not broken
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        ratelimit._forget_client()  # the next test's client talks to the real Redis again
