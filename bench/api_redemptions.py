@@ -20,7 +20,8 @@ The members run dry during the run, so ordinary redemptions start failing with 4
 available == funded - the points of the 201s the clients got, == funded - the captured
 redemptions in the database, lifetime_redeemed == the same; every must-fail was 422
 ``insufficient_points``; the tote bag's stock was never oversold; the voucher codes match the
-captured coffees; then runs ``manage.py ledger_audit`` on the bench database (exit 0 expected).
+captured coffees; every answer was a 201, 409 or 422 (no server error, no lost connection); then
+runs ``manage.py ledger_audit`` on the bench database (exit 0 expected).
 
     .venv/bin/python -m bench.api_redemptions                       # 50 clients, 20 s
     .venv/bin/python -m bench.api_redemptions --requests 5000       # a fixed number of requests
@@ -249,6 +250,11 @@ def verify(server: BenchServer, *, program_id: int, funded_by_external: dict[str
                                                                            r["code"] == "out_of_stock")]
     if other_409:
         failures.append(f"{len(other_409)} unexpected 409s: {sorted({(r['kind'], r['code']) for r in other_409})}")
+    unexpected = [r for r in clients.results if r["status"] not in (201, 409, 422)]
+    if unexpected:
+        kinds = sorted({f"{r['status']} {r.get('code') or r.get('error', '')}"[:80] for r in unexpected})
+        failures.append(f"{len(unexpected)} answers other than 201, 409 and 422 (a server error or a lost "
+                        f"connection leaves the client unsure what happened): {kinds[:5]}")
     if tote_left is None or tote_left < 0 or tote_left + totes_taken != tote_stock:
         failures.append(f"tote-bag stock {tote_left} + captured {totes_taken} != initial {tote_stock}")
     client_totes = sum(r["quantity"] for r in clients.results if r["status"] == 201 and r["reward"] == TOTE)
