@@ -4,8 +4,8 @@ django-prometheus's two middlewares update a dozen series on every request (requ
 by transport, by view, body sizes in and out, responses by status, by charset, two latency
 histograms, ...). With ``PROMETHEUS_MULTIPROC_DIR`` set, as gunicorn's processes need, each update
 is a write to a memory-mapped file: together they cost about a third of a bare request's CPU
-(``bench/API.md``). This middleware keeps three, under django-prometheus's own names, from which
-the rest can be had:
+(``docs/architecture.md``). This middleware keeps three, under django-prometheus's own names, from
+which the rest can be had:
 
 * ``django_http_requests_latency_seconds_by_view_method`` (histogram; its ``_count`` is the
   requests by view and method, their sum the requests in all),
