@@ -154,3 +154,16 @@ def test_a_rollback_after_a_database_error_still_works():
     with pytest.raises(IntegrityError), transaction.atomic():
         _write("dup")
     assert _programs() >= {"dup"} and _answer(6) == 12
+
+
+def test_a_rollback_on_a_dead_connection_drops_it_and_the_next_query_reconnects():
+    with pytest.raises(Refused), transaction.atomic():
+        _write("lost")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        _kill(pid)
+        raise Refused
+    # libpq's rollback failed, psycopg's raised, and Django dropped the connection and opened another.
+    assert _request() != pid
+    assert "lost" not in _programs()
