@@ -73,6 +73,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         connection = self.connection
         if connection is None or connection.closed:
             return False
+        if connection.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            return True  # nothing to roll back: no round trip (as psycopg's own rollback)
         with debug_transaction(self, sql.decode()), self.wrap_database_errors:
             result = connection.pgconn.exec_(sql)
         return result.status == pq.ExecStatus.COMMAND_OK
