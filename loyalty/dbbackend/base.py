@@ -1,5 +1,6 @@
 """PostgreSQL, instrumented by django-prometheus, with a health check that costs no round trip
-on a busy connection, and prepared statements that outlive a rollback.
+on a busy connection, prepared statements that outlive a rollback, and ``timestamptz`` values
+parsed by psycopg's C loader (``adapters.py``).
 
 Django's ``CONN_HEALTH_CHECKS`` sends ``SELECT 1`` before the first query of every request that
 reuses a connection: on a short request (a balance read is one statement) that is a second round
@@ -33,6 +34,8 @@ from django.db.backends.utils import debug_transaction
 from django_prometheus.db.backends.postgresql import base
 from psycopg import pq
 
+from loyalty.dbbackend.adapters import with_utc_loader
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
     answered_at = float("-inf")  # when a request last ran queries on this connection without a connection error
@@ -55,6 +58,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
+
+    def get_connection_params(self):
+        params = super().get_connection_params()
+        params["context"] = with_utc_loader(params["context"])
+        return params
 
     def connect(self):
         self.answered_at = float("-inf")

@@ -6,10 +6,11 @@ starts and as it ends) and kills the connection's server process in between."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import DataError, OperationalError, connection, transaction
 
 from loyalty.db import prepared_cursor
 
@@ -167,3 +168,39 @@ def test_a_rollback_on_a_dead_connection_drops_it_and_the_next_query_reconnects(
     # libpq's rollback failed, psycopg's raised, and Django dropped the connection and opened another.
     assert _request() != pid
     assert "lost" not in _programs()
+
+
+# --- timestamptz values, parsed in C ------------------------------------------------------
+
+TIMESTAMPS = ["2027-03-05 15:26:00.06958+00", "2027-03-05 15:26:00+00", "2026-03-29 01:30:00.5+01",
+              "0001-01-01 00:00:00+00", "9999-12-31 23:59:59.999999+00", "2024-02-29 12:00:00-03:30"]
+
+
+def test_timestamps_load_in_c_with_the_values_djangos_loader_gives():
+    from django.db.backends.postgresql.psycopg_any import get_adapters_template
+    from psycopg import pq
+
+    from loyalty.dbbackend.adapters import TIMESTAMPTZ_OID, UtcTimestamptzLoader, in_c
+
+    connection.ensure_connection()
+    loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, pq.Format.TEXT)
+    assert in_c() and loader is UtcTimestamptzLoader
+    params = {**connection.get_connection_params(), "context": get_adapters_template(True, connection.timezone)}
+    djangos = connection.get_new_connection(params)  # Django's own loader, in Python
+    try:
+        djangos.execute("SET TIME ZONE 'UTC'")
+        sql = "SELECT unnest(%s::timestamptz[])"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [TIMESTAMPS])
+            ours = [row[0] for row in cursor.fetchall()]
+        expected = [row[0] for row in djangos.execute(sql, [TIMESTAMPS]).fetchall()]
+    finally:
+        djangos.close()
+    assert ours == expected and [value.tzinfo for value in ours] == [dt.UTC] * len(TIMESTAMPS)
+    assert ours[0] == dt.datetime(2027, 3, 5, 15, 26, 0, 69580, dt.UTC)
+
+
+def test_a_timestamp_python_cannot_hold_is_refused_as_before():
+    with connection.cursor() as cursor, pytest.raises(DataError):
+        cursor.execute("SELECT 'infinity'::timestamptz")
+        cursor.fetchone()
