@@ -81,4 +81,6 @@ def test_refusals_every_time(accept, query, refusal):
 
 def test_not_acceptable_over_http(api):
     response = api.get("/api/v1/rewards", HTTP_ACCEPT="text/html")
-    assert response.status_code == 406 and response.json()["error"]["code"]
+    assert response.status_code == 406 and response.json()["error"]["code"] == "not_acceptable"
+    indented = api.get("/api/v1/rewards", HTTP_ACCEPT="application/json; indent=4")
+    assert indented.status_code == 200 and b"\n" not in indented.content
