@@ -26,7 +26,6 @@ from django_prometheus.middleware import Metrics
 from prometheus_client import Counter, Histogram
 
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"))
-_STARTED = "_metrics_started"
 
 
 class RequestMetrics(Metrics):
@@ -67,7 +66,6 @@ class RequestMetricsMiddleware:
 
     def __call__(self, request):
         started = time.perf_counter()
-        setattr(request, _STARTED, started)
         response = self.get_response(request)
         view, method = _view(request), _method(request)
         key = (str(response.status_code), view, method)
