@@ -32,8 +32,13 @@ accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
 
 
 def post_worker_init(worker) -> None:
-    """Move everything loaded at start-up out of the garbage collector's sight: each collection
-    then walks only what requests create (fewer, shorter pauses)."""
+    """Import the URLconf, and through it every view, before the first request instead of in it
+    (about 0.2-0.3 s of CPU a process, which the first clients of a new or restarted worker would
+    otherwise wait for). Then move everything loaded so far out of the garbage collector's sight:
+    each collection then walks only what requests create (fewer, shorter pauses)."""
     import gc
 
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 (the import is the point)
     gc.freeze()
