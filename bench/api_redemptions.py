@@ -23,13 +23,21 @@ redemptions in the database, lifetime_redeemed == the same; every must-fail was 
 captured coffees; every answer was a 201, 409 or 422 (no server error, no lost connection); then
 runs ``manage.py ledger_audit`` on the bench database (exit 0 expected).
 
-    .venv/bin/python -m bench.api_redemptions                       # 50 clients, 20 s
+    .venv/bin/python -m bench.api_redemptions                       # 50 clients, 3 s warm-up, then 20 s
     .venv/bin/python -m bench.api_redemptions --requests 5000       # a fixed number of requests
+    .venv/bin/python -m bench.api_redemptions --rate 100            # open loop: 100 requests/s offered
     .venv/bin/python -m bench.api_redemptions --py-spy /tmp/pyspy/bin/py-spy
 
 Server environment as ``make run`` (rate limits at their defaults: 60,000 requests a minute per
 key, no per-member redemption limit), plus ``PROMETHEUS_MULTIPROC_DIR`` set to a fresh temporary
 folder as ``make run`` sets it (``bench/_server.py`` does not).
+
+By default every client sends its next request as soon as it has its answer (closed loop: the
+server is saturated, and by Little's law the mean latency is 50 / throughput). ``--rate R`` sends R
+requests a second in all on a fixed schedule instead (open loop), each latency counted from the
+time its request was due, so that a request that found every client busy counts its wait too. A
+warm-up of ``--warmup`` seconds (default 3) of the same load on connections of its own comes
+first: its requests are checked with the rest but left out of the figures, which it prints apart.
 
 Goal: p99 <= 100 ms. Overspend is a correctness failure: the exit status is 1 if any check fails.
 Speed is never asserted.
@@ -49,6 +57,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -76,8 +85,10 @@ class Clients:
     """``threads`` client threads, each with one HTTP/1.1 connection, POSTing redemptions."""
 
     def __init__(self, *, port: int, key: str, members: int, funded_by_number: dict[int, int], threads: int,
-                 seconds: float, requests: int | None, replay_fraction: float, idempotency: bool, seed_value: int):
+                 seconds: float, requests: int | None, replay_fraction: float, idempotency: bool, seed_value: int,
+                 rate: float | None = None):
         self.port, self.key, self.members, self.funded = port, key, members, funded_by_number
+        self.rate = rate  # None: each client sends its next request as soon as it has an answer
         self.threads, self.seconds, self.limit = threads, seconds, requests
         self.replay_fraction, self.idempotency, self.seed = replay_fraction, idempotency, seed_value
         self.lock = threading.Lock()
@@ -86,12 +97,16 @@ class Clients:
         self.replays: list[dict] = []
         self.connects = 0
 
-    def _take(self) -> bool:
+    def _take(self) -> float | None:
+        """The time the next request is due (now, without --rate), or None when the run is over."""
         with self.lock:
             if self.limit is not None and self.sent >= self.limit:
-                return False
+                return None
+            due = time.perf_counter() if self.rate is None else self.started + self.sent / self.rate
+            if due >= self.deadline:
+                return None
             self.sent += 1
-            return True
+            return due
 
     def _body(self, rng: random.Random) -> tuple[str, dict]:
         n = rng.randint(1, self.members)
@@ -131,7 +146,11 @@ class Clients:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         mine, replays = [], []
         barrier.wait()
-        while time.perf_counter() < self.deadline and self._take():
+        while time.perf_counter() < self.deadline and (due := self._take()) is not None:
+            if self.rate is not None:
+                # Open loop: the request is due at its slot of the schedule. Its latency counts from
+                # then, so a request that waited for a free client thread counts that wait too.
+                time.sleep(max(0.0, due - time.perf_counter()))
             kind, payload = self._body(rng)
             body = json.dumps(payload, separators=(",", ":")).encode()
             key = f"bench-{uuid.uuid4()}" if self.idempotency else None
@@ -143,8 +162,11 @@ class Clients:
                              "latency": None})
                 continue
             error = data.get("error", {}) if isinstance(data, dict) else {}
-            mine.append({"kind": kind, "member": payload["member_id"], "status": status, "latency": elapsed,
-                         "at": time.perf_counter() - elapsed - self.started,
+            done = time.perf_counter()
+            mine.append({"kind": kind, "member": payload["member_id"], "status": status,
+                         "latency": elapsed if self.rate is None else done - due,
+                         "late": done - elapsed - due,
+                         "at": done - elapsed - self.started,
                          "code": error.get("code"), "points": data.get("points") if status == 201 else None,
                          "id": data.get("id") if status == 201 else None,
                          "reward": data.get("reward") if status == 201 else None,
@@ -183,9 +205,11 @@ class Clients:
 # --- after the run: no overspend ------------------------------------------------------------
 
 
-def verify(server: BenchServer, *, program_id: int, funded_by_external: dict[str, int], clients: Clients,
+def verify(server: BenchServer, *, program_id: int, funded_by_external: dict[str, int], runs: list[Clients],
            tote_stock: int) -> tuple[list[str], dict]:
-    """Every check after the run; returns (failures, figures)."""
+    """Every check after the runs (the warm-up's requests spent points too); returns (failures, figures)."""
+    clients = SimpleNamespace(results=[r for run in runs for r in run.results],
+                              replays=[r for run in runs for r in run.replays])
     import psycopg
 
     failures: list[str] = []
@@ -293,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50, help="concurrent client threads (default 50)")
     parser.add_argument("--seconds", type=float, default=20, help="how long to send (default 20)")
     parser.add_argument("--requests", type=int, help="send this many requests in all instead of for --seconds")
+    parser.add_argument("--warmup", type=float, default=3,
+                        help="seconds of the same load first, on connections of their own, left out of the figures "
+                             "but not out of the checks (default 3; 0: none)")
+    parser.add_argument("--rate", type=float, metavar="R",
+                        help="open loop: the clients together send R requests a second on a fixed schedule, each "
+                             "latency counted from the time its request was due (default: closed loop, every client "
+                             "sends again as soon as it has its answer)")
     parser.add_argument("--tote-stock", type=int, default=40, help="initial stock of the tote-bag reward (default 40)")
     parser.add_argument("--replay-fraction", type=float, default=0.05,
                         help="share of 201s sent again with the same Idempotency-Key (default 0.05)")
@@ -323,10 +354,20 @@ def main(argv: list[str] | None = None) -> int:
         create_rewards(seeded.program_id, args.tote_stock)
         server.start()
         setup_seconds = time.perf_counter() - started
-        clients = Clients(port=server.port, key=seeded.key, members=args.members, funded_by_number=funded_by_number,
-                          threads=args.clients, seconds=args.seconds, requests=args.requests,
-                          replay_fraction=0 if args.no_idempotency_key else args.replay_fraction,
-                          idempotency=not args.no_idempotency_key, seed_value=args.seed)
+
+        def load(seconds: float, requests: int | None, seed_value: int) -> Clients:
+            return Clients(port=server.port, key=seeded.key, members=args.members, funded_by_number=funded_by_number,
+                           threads=args.clients, seconds=seconds, requests=requests,
+                           replay_fraction=0 if args.no_idempotency_key else args.replay_fraction,
+                           idempotency=not args.no_idempotency_key, seed_value=seed_value, rate=args.rate)
+
+        runs = []
+        if args.warmup > 0:  # every worker, thread and database connection used once before the figures
+            warm = load(args.warmup, None, args.seed + 7919)
+            warm_elapsed = warm.run()
+            runs.append(warm)
+        clients = load(args.seconds, args.requests, args.seed)
+        runs.append(clients)
         meter = CpuMeter(server)
         load_before = os.getloadavg()[0]
         if args.py_spy:
@@ -339,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             profiles = server.profile_stop()
         server.stop_services()  # nothing in flight any more: the database is what it is
         failures, figures = verify(server, program_id=seeded.program_id, funded_by_external=funded_by_external,
-                                   clients=clients, tote_stock=args.tote_stock)
+                                   runs=runs, tote_stock=args.tote_stock)
         audit_code, audit_output = ledger_audit(server)
         with __import__("psycopg").connect(server.db_url) as conn:
             pg_version = conn.execute("SHOW server_version").fetchone()[0]
@@ -377,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"api_redemptions: POST /api/v1/redemptions, {args.clients} client threads (Python http.client, one "
           f"HTTP/1.1 connection each) on {args.members} shared members, "
           + (f"{args.requests:,} requests" if args.requests else f"{args.seconds:.0f} s")
+          + (f", open loop at {args.rate:,.0f} req/s offered" if args.rate else ", closed loop")
           + f"; load average {load_before:.1f} -> {load_after:.1f}"
           + (" (profiled with py-spy)" if args.py_spy else ""))
     print(f"  server:  gunicorn -c loyalty/gunicorn_conf.py --workers {server.web_workers} "
@@ -388,12 +430,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data:    {args.members} members funded with {figures['funded']:,} points (2 lots each, 1,000 to 3,000 a "
           f"member); rewards {COFFEE} (150, generated vouchers), {TOTE} (400, stock {args.tote_stock}); "
           f"Idempotency-Key {'on every request' if not args.no_idempotency_key else 'not sent'}")
+    late = sum(1 for r in answered if r["late"] > 0.010)
     print(f"  load:    {len(results):,} requests in {elapsed:.2f} s = {len(results) / elapsed:,.1f} req/s; "
-          f"{by_status['201']:,} redemptions = {by_status['201'] / elapsed:,.1f}/s; TCP connects {clients.connects:,}")
+          f"{by_status['201']:,} redemptions = {by_status['201'] / elapsed:,.1f}/s; TCP connects {clients.connects:,}"
+          + (f"; sent over 10 ms after their time (every client busy): {late:,}" if args.rate else ""))
     print(f"  latency: p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms "
           f"(goal <= {GOAL_P99_MS:.0f} ms), max {latencies[-1] * 1000:.1f} ms; 201s p50 "
           f"{percentile(ok, 50) * 1000:.1f} / p99 {percentile(ok, 99) * 1000:.1f} ms; refusals p50 "
           f"{percentile(refused, 50) * 1000:.1f} / p99 {percentile(refused, 99) * 1000:.1f} ms")
+    if args.warmup > 0:
+        warm_latencies = sorted(r["latency"] for r in warm.results if r["status"] is not None)
+        print(f"  warm-up: {len(warm.results):,} requests in {warm_elapsed:.2f} s before the figures (in the checks "
+              f"below): p50 {percentile(warm_latencies, 50) * 1000:.1f} ms, p99 "
+              f"{percentile(warm_latencies, 99) * 1000:.1f} ms")
     slices = []
     for low, high in ((0, 2), (2, 5), (5, 10), (10, 15), (15, float("inf"))):
         part = sorted(r["latency"] for r in answered if low <= r.get("at", 0) < high)
