@@ -38,6 +38,7 @@ from ledger.errors import (
 )
 from ledger.models import Allocation, Balance, Entry, EntryKind, Hold, Lot, Operation
 from loyalty.db import prepared_cursor
+from loyalty.jsontext import pg_json
 from webhooks.services import subscribed_endpoint_ids, webhook_emit, webhook_emit_many
 
 
@@ -471,30 +472,32 @@ _LOCK_BALANCES_SQL = (
     "SELECT member_id, debt FROM ledger_balance WHERE member_id = ANY(%s) AND program_id = %s "
     "ORDER BY member_id FOR UPDATE"
 )
+# The batch's rows travel as one JSON text each (``pg_json``), read by ``json_to_recordset``:
+# psycopg writes an array parameter element by element in Python, about 6 µs a row for the lots'
+# seven columns, against about 1 µs for orjson and PostgreSQL's JSON parser.
 _INSERT_OPERATIONS_SQL = """
 INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
 SELECT %s::bigint, m, k, 'earn', h, '{}', %s::timestamptz
-FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(m, k, h)
+FROM json_to_recordset(%s::json) AS v(m bigint, k text, h text)
 ON CONFLICT (program_id, key) DO NOTHING RETURNING id, key
 """
 _INSERT_LOTS_SQL = """
 INSERT INTO ledger_lot (program_id, member_id, operation_id, points, remaining, available_at, matured,
                         expires_at, expired_at, created_at, source_type, source_id)
 SELECT %s::bigint, m, o, p, r, %s::timestamptz, %s::boolean, %s::timestamptz, NULL, %s::timestamptz, st, si
-FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::text[], %s::text[]) AS v(m, o, p, r, st, si)
+FROM json_to_recordset(%s::json) AS v(m bigint, o bigint, p int, r int, st text, si text)
 RETURNING id, operation_id
 """
 _INSERT_ENTRIES_SQL = """
 INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
                           description, source_type, source_id)
 SELECT %s::timestamptz, %s::bigint, m, 'earn', p, l, o, d, st, si
-FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[])
-     AS v(m, p, l, o, d, st, si)
+FROM json_to_recordset(%s::json) AS v(m bigint, p int, l bigint, o bigint, d text, st text, si text)
 """
 _UPDATE_BALANCES_SQL = """
 UPDATE ledger_balance b SET available = b.available + v.a, pending = b.pending + v.p,
        debt = b.debt - v.d, lifetime_earned = b.lifetime_earned + v.e
-FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::int[], %s::int[]) AS v(m, a, p, d, e)
+FROM json_to_recordset(%s::json) AS v(m bigint, a int, p int, d int, e int)
 WHERE b.member_id = v.m
 """
 
@@ -531,9 +534,8 @@ def points_earn_many(
         if len(debt) != len(member_ids):
             missing = sorted(set(member_ids) - set(debt))[:5]
             raise InvalidPoints(f"Members {missing} do not belong to program {program.slug}.", param="member_id")
-        bound.execute(_INSERT_OPERATIONS_SQL, [
-            program.pk, now, [r.member_id for r in requests], [r.key for r in requests], hashes,
-        ])
+        claims = [{"m": r.member_id, "k": r.key, "h": h} for r, h in zip(requests, hashes, strict=True)]
+        bound.execute(_INSERT_OPERATIONS_SQL, [program.pk, now, pg_json(claims)])
         created = dict((key, op_id) for op_id, key in bound.fetchall())
         fresh = [r for r in requests if created.get(r.key) is not None]
         if not fresh:
@@ -550,21 +552,16 @@ def points_earn_many(
                 deltas[r.member_id] = (a + r.points, p, d + settle, e + r.points)
             else:
                 deltas[r.member_id] = (a + settle, p + r.points - settle, d + settle, e + r.points)
-        members = [r.member_id for r in fresh]
-        operations = [created[r.key] for r in fresh]
-        points = [r.points for r in fresh]
-        source_types = [r.source.type for r in fresh]
-        source_ids = [str(r.source.id) for r in fresh]
-        bound.execute(_INSERT_LOTS_SQL, [
-            program.pk, available_at, matured, expires_at, now,
-            members, operations, points, remaining, source_types, source_ids,
-        ])
+        rows = [{"m": r.member_id, "o": created[r.key], "p": r.points, "r": left, "st": r.source.type,
+                 "si": str(r.source.id)} for r, left in zip(fresh, remaining, strict=True)]
+        bound.execute(_INSERT_LOTS_SQL, [program.pk, available_at, matured, expires_at, now, pg_json(rows)])
         lot_of = {op_id: lot_id for lot_id, op_id in bound.fetchall()}
-        bound.execute(_INSERT_ENTRIES_SQL, [
-            now, program.pk, members, points, [lot_of[o] for o in operations], operations,
-            [r.description[:255] for r in fresh], source_types, source_ids,
-        ])
-        bound.execute(_UPDATE_BALANCES_SQL, [list(deltas), *map(list, zip(*deltas.values(), strict=True))])
+        for row, r in zip(rows, fresh, strict=True):
+            row["l"], row["d"] = lot_of[row["o"]], r.description[:255]
+            del row["r"]
+        bound.execute(_INSERT_ENTRIES_SQL, [now, program.pk, pg_json(rows)])
+        bound.execute(_UPDATE_BALANCES_SQL, [pg_json([{"m": m, "a": a, "p": p, "d": d, "e": e}
+                                                      for m, (a, p, d, e) in deltas.items()])])
         if subscribed_endpoint_ids(program_id=program.pk, type="points.earned"):
             external = dict(Member.objects.filter(pk__in=member_ids).values_list("id", "external_id"))
             webhook_emit_many(
