@@ -331,6 +331,10 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         result.accepted = len(result.received_ids)
         result.duplicates += sum(1 for row in rows if row["status"] == "received" and row["event_id"] not in stored_ids)
         ids = list(result.received_ids)
+        if ids:  # what the sweeper finds them by, should their message be lost
+            with prepared_cursor() as cursor:
+                cursor.execute("INSERT INTO rules_eventbatch (event_ids, created_at) "
+                               "VALUES (%s::bigint[], %s::timestamptz)", [_pg_ids(ids), now])
         transaction.on_commit(lambda: enqueue(ids))
     metrics.count_received(program, rows)
     return result
@@ -562,16 +566,40 @@ def event_reprocess(*, event: InboundEvent) -> InboundEvent:
 
 
 def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: int = 20000) -> int:
-    """Re-enqueue events left ``received`` too long (a lost message, a dead worker)."""
+    """Re-enqueue events left ``received`` too long (a lost message, a dead worker), at most
+    ``limit`` at a time, oldest batches first. They are found through the batches that stored them
+    (``EventBatch``); a batch none of whose events still waits is forgotten."""
     cutoff = timezone.now() - older_than
-    ids = list(
-        InboundEvent.objects.filter(status=InboundEvent.Status.RECEIVED, received_at__lt=cutoff)
-        .order_by("id").values_list("id", flat=True)[:limit]
-    )
+    waiting: list[int] = []
+    done: list[int] = []
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, event_ids FROM rules_eventbatch WHERE created_at < %s ORDER BY created_at, id "
+            "FOR UPDATE SKIP LOCKED", [cutoff],
+        )
+        for batch_id, event_ids in cursor.fetchall():
+            if len(waiting) >= limit:
+                break
+            cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) AND status = 'received' "
+                           "ORDER BY id", [_pg_ids(event_ids)])
+            still = [row[0] for row in cursor.fetchall()]
+            if still:
+                waiting += still
+            else:
+                done.append(batch_id)
+        if done:
+            cursor.execute("DELETE FROM rules_eventbatch WHERE id = ANY(%s::bigint[])", [_pg_ids(done)])
+    ids = waiting[:limit]
     if ids:
         logger.info("sweeper: re-enqueueing %d waiting events", len(ids))
         enqueue(ids)
     return len(ids)
+
+
+def _pg_ids(ids: Sequence[int]) -> str:
+    """A PostgreSQL array literal of integers: one text parameter, instead of psycopg writing the
+    list element by element (``bench/row_params.py``)."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def purchase_earn(program: Program, purchase: InboundEvent) -> Operation | None:

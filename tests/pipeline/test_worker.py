@@ -200,6 +200,7 @@ def test_worker_killed_mid_batch_then_sweeper_finishes_exactly_once(celery_worke
 
 
 def test_lost_message_is_recovered_by_the_sweeper(celery_workers, pipeline_program, route_to_test_queue):
+    from rules.models import EventBatch
     from rules.pipeline import events_submit_batch, events_sweep
 
     program, members = pipeline_program
@@ -222,6 +223,9 @@ def test_lost_message_is_recovered_by_the_sweeper(celery_workers, pipeline_progr
     wait_until(lambda: worker_idle(worker, route_to_test_queue), timeout=30, message=lambda: worker.log_tail())
     assert worker.tasks_received() == 3, worker.log_tail()
     assert_exactly_once(program, members, payloads)
+    # Nothing waits any more: the next sweep enqueues nothing and forgets the batch.
+    assert events_sweep(older_than=dt.timedelta(seconds=0)) == 0
+    assert not EventBatch.objects.exists()
 
 
 def _worker_connections() -> int:
