@@ -16,6 +16,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models.expressions import RawSQL
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -200,9 +201,10 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 class StatusFilter(admin.SimpleListFilter):
-    """By status. Rejected and failed events are those with an error: asking for that too lets
-    PostgreSQL find them through the partial index event_problem instead of reading through the
-    processed ones (no index names the status: ``InboundEvent.Meta``)."""
+    """By status, without reading through the processed events (no index names the status:
+    ``InboundEvent.Meta``). Rejected and failed events are those with an error, found through the
+    partial index event_problem; waiting ones are among the ids of the batches the sweeper has not
+    yet forgotten (``EventBatch``: a committed event is ``received`` only there)."""
 
     title = "status"
     parameter_name = "status__exact"
@@ -217,6 +219,8 @@ class StatusFilter(admin.SimpleListFilter):
         queryset = queryset.filter(status=value)
         if value in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
             queryset = queryset.filter(error__isnull=False)
+        elif value == InboundEvent.Status.RECEIVED:
+            queryset = queryset.filter(pk__in=RawSQL("SELECT unnest(event_ids) FROM rules_eventbatch", []))
         return queryset
 
 

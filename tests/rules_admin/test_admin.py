@@ -294,12 +294,17 @@ def test_inbox_status_filter_finds_each_status(admin_client, program, member, sp
         assert [event.pk for event in listed] == ids, status
 
 
-def test_inbox_finds_rejected_events_through_their_partial_index(admin_client, program, rejected_event):
+def test_inbox_finds_rejected_and_waiting_events_without_reading_the_others(admin_client, program, member,
+                                                                             rejected_event):
+    events_submit_batch(program=program, partner=None, payloads=[purchase("e-wait", member.external_id)])
     url = reverse("admin:rules_inboundevent_changelist")
-    cl = admin_client.get(url, {"status__exact": "rejected", "program__id__exact": program.pk}).context["cl"]
+    rejected = admin_client.get(url, {"status__exact": "rejected", "program__id__exact": program.pk}).context["cl"]
+    waiting = admin_client.get(url, {"status__exact": "received", "program__id__exact": program.pk}).context["cl"]
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be read whole otherwise
-    assert "event_problem" in cl.queryset.explain()
+    assert "event_problem" in rejected.queryset.explain()  # the partial index of the events with an error
+    plan = waiting.queryset.explain()
+    assert "rules_eventbatch" in plan and "rules_inboundevent_pkey" in plan, plan  # by id, from the batches
 
 
 def test_inbox_changelist_queries_do_not_grow_with_events(admin_client, program, member, spend_rule):
