@@ -572,21 +572,26 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
     cutoff = timezone.now() - older_than
     waiting: list[int] = []
     done: list[int] = []
+    after: tuple[dt.datetime, int] = (dt.datetime.min.replace(tzinfo=dt.UTC), 0)
     with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, event_ids FROM rules_eventbatch WHERE created_at < %s ORDER BY created_at, id "
-            "FOR UPDATE SKIP LOCKED", [cutoff],
-        )
-        for batch_id, event_ids in cursor.fetchall():
-            if len(waiting) >= limit:
+        while len(waiting) < limit:  # a page of batches at a time: a backlog is never read whole
+            cursor.execute(
+                "SELECT id, created_at, event_ids FROM rules_eventbatch WHERE created_at < %s "
+                "AND (created_at, id) > (%s, %s) ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [cutoff, *after, _SWEEP_PAGE],
+            )
+            page = cursor.fetchall()
+            for batch_id, created_at, event_ids in page:
+                cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) "
+                               "AND status = 'received' ORDER BY id", [_pg_ids(event_ids)])
+                still = [row[0] for row in cursor.fetchall()]
+                if still:
+                    waiting += still
+                else:
+                    done.append(batch_id)
+                after = (created_at, batch_id)
+            if len(page) < _SWEEP_PAGE:
                 break
-            cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) AND status = 'received' "
-                           "ORDER BY id", [_pg_ids(event_ids)])
-            still = [row[0] for row in cursor.fetchall()]
-            if still:
-                waiting += still
-            else:
-                done.append(batch_id)
         if done:
             cursor.execute("DELETE FROM rules_eventbatch WHERE id = ANY(%s::bigint[])", [_pg_ids(done)])
     ids = waiting[:limit]
@@ -594,6 +599,9 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
         logger.info("sweeper: re-enqueueing %d waiting events", len(ids))
         enqueue(ids)
     return len(ids)
+
+
+_SWEEP_PAGE = 100  # batches read by the sweeper at a time
 
 
 def _pg_ids(ids: Sequence[int]) -> str:

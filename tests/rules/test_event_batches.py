@@ -58,3 +58,15 @@ def test_marking_a_batch_processed_updates_its_rows_in_place(program, member, sp
     after = hot_updates()
     assert InboundEvent.objects.filter(status="processed").count() == 20
     assert (after[0] - before[0], after[1] - before[1]) == (20, 20)
+
+
+@pytest.mark.django_db
+def test_the_sweeper_reads_many_batches_a_page_at_a_time(program, member, spend_rule):
+    ids = []
+    for n in range(pipeline._SWEEP_PAGE + 50):  # more than one page
+        ids += pipeline.events_submit_batch(program=program, partner=None,
+                                            payloads=[purchase(f"p-{n}", member.external_id)]).received_ids
+    assert EventBatch.objects.count() == pipeline._SWEEP_PAGE + 50
+    assert pipeline.events_process(ids) == len(ids)
+    assert pipeline.events_sweep(older_than=dt.timedelta(seconds=0)) == 0
+    assert not EventBatch.objects.exists()
