@@ -143,6 +143,22 @@ def bench_database(args: argparse.Namespace):
         database.teardown()
 
 
+# --- CPU of a local process -------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a local process (a PostgreSQL backend), None when unreadable
+    (a server on another machine)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- SQL helpers ------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import random
 import re
@@ -84,30 +83,18 @@ def setup_plain(members: int) -> None:
     c.execute("VACUUM ANALYZE bench_plain_entry")
 
 
-def proc_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a local process (a PostgreSQL backend), None when unreadable
-    (a server on another machine)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds of this process and of its PostgreSQL backend over a block: unlike wall time,
     they hardly change when other processes compete for the CPUs."""
 
     def __enter__(self):
         (self.pid,), = c.fetchall("SELECT pg_backend_pid()")
-        self.client0, self.server0 = time.process_time(), proc_cpu_seconds(self.pid)
+        self.client0, self.server0 = time.process_time(), c.proc_cpu_seconds(self.pid)
         return self
 
     def __exit__(self, *exc):
         self.client = time.process_time() - self.client0
-        server1 = proc_cpu_seconds(self.pid)
+        server1 = c.proc_cpu_seconds(self.pid)
         self.server = None if server1 is None or self.server0 is None else server1 - self.server0
         return False
 
@@ -143,8 +130,8 @@ def run_pgbench(database: c.BenchDatabase, script: str, seconds: int, members: i
                                   "AND datname = current_database() ORDER BY backend_start DESC LIMIT 1").fetchone()
             if row and row[0] != backend:
                 backend = row[0]
-                first_cpu = last_cpu = proc_cpu_seconds(backend)
-            cpu = proc_cpu_seconds(backend)
+                first_cpu = last_cpu = c.proc_cpu_seconds(backend)
+            cpu = c.proc_cpu_seconds(backend)
             last_cpu = cpu if cpu is not None else last_cpu
             time.sleep(0.1)
         stdout, stderr = process.communicate()

@@ -19,7 +19,6 @@ JSON text for ``points_earn_many``.
 
 from __future__ import annotations
 
-import os
 import time
 
 from bench import _common as c
@@ -29,16 +28,6 @@ ARRAYS_SQL = ("SELECT count(*), sum(p) FROM unnest(%s::bigint[], %s::bigint[], %
               "%s::text[], %s::text[]) AS v(m, o, p, r, st, si, d)")
 JSON_SQL = f"SELECT count(*), sum(p) FROM json_to_recordset(%s::json) AS v({COLUMNS})"
 JSONB_SQL = f"SELECT count(*), sum(p) FROM jsonb_to_recordset(%s::jsonb) AS v({COLUMNS})"
-
-
-def backend_cpu(pid: int) -> float | None:
-    """Seconds of CPU the PostgreSQL backend ``pid`` has used, if it runs on this machine."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv=None) -> None:
@@ -78,13 +67,13 @@ def main(argv=None) -> None:
                     cursor.execute(*make())  # prepared from here on
                     if cursor.fetchone() != expected:
                         raise SystemExit(f"{name}: wrong answer")
-                server_before, client_before = backend_cpu(pid), time.process_time()
+                server_before, client_before = c.proc_cpu_seconds(pid), time.process_time()
                 for _ in range(args.statements):
                     with prepared_cursor() as cursor:
                         cursor.execute(*make())
                         cursor.fetchone()
                 client = (time.process_time() - client_before) / args.statements / n * 1e6
-                server_after = backend_cpu(pid)
+                server_after = c.proc_cpu_seconds(pid)
                 server = (None if server_before is None or server_after is None
                           else (server_after - server_before) / args.statements / n * 1e6)
                 old = best.get(name)
