@@ -556,9 +556,8 @@ def points_earn_many(
                  "si": str(r.source.id)} for r, left in zip(fresh, remaining, strict=True)]
         bound.execute(_INSERT_LOTS_SQL, [program.pk, available_at, matured, expires_at, now, pg_json(rows)])
         lot_of = {op_id: lot_id for lot_id, op_id in bound.fetchall()}
-        for row, r in zip(rows, fresh, strict=True):
+        for row, r in zip(rows, fresh, strict=True):  # json_to_recordset ignores the keys it does not name
             row["l"], row["d"] = lot_of[row["o"]], r.description[:255]
-            del row["r"]
         bound.execute(_INSERT_ENTRIES_SQL, [now, program.pk, pg_json(rows)])
         bound.execute(_UPDATE_BALANCES_SQL, [pg_json([{"m": m, "a": a, "p": p, "d": d, "e": e}
                                                       for m, (a, p, d, e) in deltas.items()])])

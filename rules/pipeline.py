@@ -581,10 +581,11 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
                 [cutoff, *after, _SWEEP_PAGE],
             )
             page = cursor.fetchall()
+            cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) AND status = 'received'",
+                           [_pg_ids([event_id for _b, _c, event_ids in page for event_id in event_ids])])
+            received = {row[0] for row in cursor.fetchall()}  # one statement for the page's batches
             for batch_id, created_at, event_ids in page:
-                cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) "
-                               "AND status = 'received' ORDER BY id", [_pg_ids(event_ids)])
-                still = [row[0] for row in cursor.fetchall()]
+                still = sorted(event_id for event_id in event_ids if event_id in received)
                 if still:
                     waiting += still
                 else:
