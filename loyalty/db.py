@@ -30,6 +30,13 @@ def prepared_cursor():
     return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
 
 
+def pg_int_array(values) -> str:
+    """A PostgreSQL array literal of integers (``'{1,2,3}'``, for ``%s::bigint[]``): one text
+    parameter, where psycopg would write a list element by element in Python
+    (``bench/row_params.py``)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 _inserts: dict[type, tuple[str, list]] = {}
 
 

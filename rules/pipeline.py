@@ -22,7 +22,7 @@ from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Operation
 from ledger.services import EarnRequest, Source
-from loyalty.db import prepared_cursor
+from loyalty.db import pg_int_array, prepared_cursor
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
@@ -334,7 +334,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         if ids:  # what the sweeper finds them by, should their message be lost
             with prepared_cursor() as cursor:
                 cursor.execute("INSERT INTO rules_eventbatch (event_ids, created_at) "
-                               "VALUES (%s::bigint[], %s::timestamptz)", [_pg_ids(ids), now])
+                               "VALUES (%s::bigint[], %s::timestamptz)", [pg_int_array(ids), now])
         transaction.on_commit(lambda: enqueue(ids))
     metrics.count_received(program, rows)
     return result
@@ -582,7 +582,7 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
             )
             page = cursor.fetchall()
             cursor.execute("SELECT id FROM rules_inboundevent WHERE id = ANY(%s::bigint[]) AND status = 'received'",
-                           [_pg_ids([event_id for _b, _c, event_ids in page for event_id in event_ids])])
+                           [pg_int_array([event_id for _b, _c, event_ids in page for event_id in event_ids])])
             received = {row[0] for row in cursor.fetchall()}  # one statement for the page's batches
             for batch_id, created_at, event_ids in page:
                 still = sorted(event_id for event_id in event_ids if event_id in received)
@@ -594,7 +594,7 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
             if len(page) < _SWEEP_PAGE:
                 break
         if done:
-            cursor.execute("DELETE FROM rules_eventbatch WHERE id = ANY(%s::bigint[])", [_pg_ids(done)])
+            cursor.execute("DELETE FROM rules_eventbatch WHERE id = ANY(%s::bigint[])", [pg_int_array(done)])
     ids = waiting[:limit]
     if ids:
         logger.info("sweeper: re-enqueueing %d waiting events", len(ids))
@@ -604,11 +604,6 @@ def events_sweep(*, older_than: dt.timedelta = dt.timedelta(seconds=30), limit: 
 
 _SWEEP_PAGE = 100  # batches read by the sweeper at a time
 
-
-def _pg_ids(ids: Sequence[int]) -> str:
-    """A PostgreSQL array literal of integers: one text parameter, instead of psycopg writing the
-    list element by element (``bench/row_params.py``)."""
-    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def purchase_earn(program: Program, purchase: InboundEvent) -> Operation | None:
