@@ -71,12 +71,14 @@ class MemberManager(models.Manager):
         with prepared_cursor() as cursor:
             cursor.execute(self._by_external_id_sql, [program_id, external_id])
             row = cursor.fetchone()
-            if row is None:
-                return None
-            connection = cursor.db
-            # What the ORM's compiler does for a row: each field's conversion (JSON text to a dict).
-            values = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-                      for field, value in zip(fields, row, strict=True)]
+        return self.from_row(row) if row is not None else None
+
+    def from_row(self, row) -> Member:
+        """A member from its columns in ``concrete_fields`` order, as the ORM's compiler makes it
+        (each field's conversion: JSON text to a dict)."""
+        fields, connection = self.model._meta.concrete_fields, connections[self.db]
+        values = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+                  for field, value in zip(fields, row, strict=True)]
         return self.model.from_db(self.db, [field.attname for field in fields], values)
 
     def ids_by_external_id(self, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:

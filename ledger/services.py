@@ -324,6 +324,31 @@ def members_lock(member_ids: Sequence[int], *, skip_locked: bool = False) -> dic
     return {balance.member_id: balance for balance in balances}
 
 
+_MEMBER_COLUMNS = [field.column for field in Member._meta.concrete_fields]
+
+_MEMBER_LOCK_SQL = f"""
+SELECT {", ".join(f"m.{column}" for column in _MEMBER_COLUMNS)},
+       {", ".join(f"b.{column}" for column in _BALANCE_COLUMNS)}
+FROM accounts_member m JOIN ledger_balance b ON b.member_id = m.id
+WHERE m.program_id = %s::bigint AND m.external_id = %s::text
+FOR UPDATE OF b
+"""
+
+
+def member_lock(program_id: int, external_id: str) -> tuple[Member, Balance] | None:
+    """The program's member with this external id and its balance row, locked (``members_lock``
+    for one member found by external id): one prepared statement. None when there is no such
+    member, or no balance row for it yet."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_MEMBER_LOCK_SQL, [program_id, external_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(_MEMBER_COLUMNS)
+    return (Member.objects.from_row(row[:split]),
+            Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row[split:]))
+
+
 # --- earning ---------------------------------------------------------------------------
 
 

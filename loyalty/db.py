@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 _server_binding_cursor = None
 
@@ -37,7 +37,13 @@ def pg_int_array(values) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-_inserts: dict[type, tuple[str, list]] = {}
+_statements: dict[tuple[str, type], tuple[str, list]] = {}
+
+
+def _columns(model, db) -> tuple[list, list[str]]:
+    """The model's columns but its primary key, and each one's parameter with its cast."""
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    return fields, [f"%s::{_unsized(field.cast_db_type(db))}" for field in fields]
 
 
 def prepared_insert(instance) -> None:
@@ -46,21 +52,43 @@ def prepared_insert(instance) -> None:
     ``pre_save`` / ``post_save`` signals, so it is only for models that nothing listens to."""
     db = connections[DEFAULT_DB_ALIAS]
     model = type(instance)
-    if model not in _inserts:
+    if ("insert", model) not in _statements:
         meta, quote = model._meta, db.ops.quote_name
-        fields = [field for field in meta.concrete_fields if not field.primary_key]
-        _inserts[model] = (
+        fields, params = _columns(model, db)
+        _statements["insert", model] = (
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-            f"VALUES ({', '.join(f'%s::{_unsized(field.cast_db_type(db))}' for field in fields)}) "
-            f"RETURNING {quote(meta.pk.column)}",
+            f"VALUES ({', '.join(params)}) RETURNING {quote(meta.pk.column)}",
             fields,
         )
-    sql, fields = _inserts[model]
+    sql, fields = _statements["insert", model]
     values = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
     with prepared_cursor() as cursor:
         cursor.execute(sql, values)
         instance.pk = cursor.fetchone()[0]
     instance._state.adding, instance._state.db = False, db.alias
+
+
+def prepared_update(instance) -> None:
+    """``instance.save()`` of a row that exists (every column but the primary key), as a prepared
+    statement with nothing to compile; ``DatabaseError`` if no row has its primary key, as for
+    ``save(update_fields=...)``. No signals, as for ``prepared_insert``."""
+    db = connections[DEFAULT_DB_ALIAS]
+    model = type(instance)
+    if ("update", model) not in _statements:
+        meta, quote = model._meta, db.ops.quote_name
+        fields, params = _columns(model, db)
+        assignments = ", ".join(f"{quote(field.column)} = {param}" for field, param in zip(fields, params, strict=True))
+        _statements["update", model] = (
+            f"UPDATE {quote(meta.db_table)} SET {assignments} "
+            f"WHERE {quote(meta.pk.column)} = %s::{_unsized(meta.pk.cast_db_type(db))}",
+            fields,
+        )
+    sql, fields = _statements["update", model]
+    values = [field.get_db_prep_save(field.pre_save(instance, False), db) for field in fields]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, [*values, instance.pk])
+        if cursor.rowcount != 1:
+            raise DatabaseError(f"No {model.__name__} row with primary key {instance.pk!r} to update.")
 
 
 def _unsized(db_type: str) -> str:

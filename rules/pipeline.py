@@ -20,9 +20,9 @@ from django.utils import timezone
 from accounts.models import Member, Partner, Program
 from accounts.services import member_create
 from ledger import services as ledger
-from ledger.models import Operation
+from ledger.models import Balance, Operation
 from ledger.services import EarnRequest, Source
-from loyalty.db import pg_int_array, prepared_cursor
+from loyalty.db import pg_int_array, prepared_cursor, prepared_update
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
@@ -87,6 +87,19 @@ def _resolve_member(program: Program, external_id: str) -> Member:
         return member_create(program=program, external_id=external_id)
     except Exception:  # enrolled concurrently by another event
         return Member.objects.get(program=program, external_id=external_id)
+
+
+def _lock_member(program: Program, event: InboundEvent, external_id: str) -> tuple[Member, Balance | None]:
+    """The event's member (enrolled now if the program does that) and its balance row, locked:
+    one statement for a member who has both."""
+    found = ledger.member_lock(program.pk, external_id)
+    if found is None:
+        member = _resolve_member(program, external_id)
+        found = member, ledger.members_lock([member.pk]).get(member.pk)
+    member, balance = found
+    member.program = program  # the ledger reads the program's expiry policy from here
+    event.member = member
+    return member, balance
 
 
 def rule_usage(rules: list[engine.CompiledRule], member_ids: Sequence[int]) -> dict[int, dict]:
@@ -201,29 +214,31 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
         clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now)
         event.type, event.member_external_id = clean.type, clean.member_id
         event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
-        with transaction.atomic():
-            member = _resolve_member(program, clean.member_id)
-            member.program = program  # the ledger reads the program's expiry policy from here
-            event.member = member
-            balance = ledger.members_lock([member.pk]).get(member.pk)
-            if clean.type == "refund":
+        if clean.type == "refund":
+            # A refund is rejected after it has read and locked (purchase_not_found...): its
+            # savepoint undoes what it did, an enrollment included.
+            with transaction.atomic():
+                member, _balance = _lock_member(program, event, clean.member_id)
                 refunds.refund_post(program=program, event=event, clean=clean, member=member, now=now)
-            else:
-                rules = engine.rules_for(program)
-                usage = rule_usage(rules, [member.pk])[member.pk] if any(r.cap_period for r in rules) else {}
-                qualification = engine.qualify(
-                    rules=rules, event=event_context(clean), member=member_context(member, balance),
-                    program=program_context(program), now=now, usage=usage,
-                )
-                if qualification.points:  # inside this block's savepoint: no second one
-                    ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
-                                       description=f"{clean.type} {clean.event_id}",
-                                       source=Source("event", clean.event_id), now=now, savepoint=False)
-                _save_usage({(r, member.pk, p): v for (r, p), v in
-                             engine.usage_increments(rules, qualification, clean.occurred_at).items()})
-                event.awards = [award.as_dict() for award in qualification.awards]
-                event.trace, event.points = qualification.trace, qualification.points
-            event.status, event.error, event.processed_at = InboundEvent.Status.PROCESSED, None, now
+        else:
+            # Nothing is written before the one rejection left (an unknown member), and any other
+            # error rolls the caller's whole transaction back: no savepoint, two round trips fewer.
+            member, balance = _lock_member(program, event, clean.member_id)
+            rules = engine.rules_for(program)
+            usage = rule_usage(rules, [member.pk])[member.pk] if any(r.cap_period for r in rules) else {}
+            qualification = engine.qualify(
+                rules=rules, event=event_context(clean), member=member_context(member, balance),
+                program=program_context(program), now=now, usage=usage,
+            )
+            if qualification.points:
+                ledger.points_earn(member=member, points=qualification.points, key=earn_key(event),
+                                   description=f"{clean.type} {clean.event_id}",
+                                   source=Source("event", clean.event_id), now=now, savepoint=False)
+            _save_usage({(r, member.pk, p): v for (r, p), v in
+                         engine.usage_increments(rules, qualification, clean.occurred_at).items()})
+            event.awards = [award.as_dict() for award in qualification.awards]
+            event.trace, event.points = qualification.trace, qualification.points
+        event.status, event.error, event.processed_at = InboundEvent.Status.PROCESSED, None, now
     except EventInvalid as exc:
         event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
         event.awards, event.trace, event.points = [], [], 0
@@ -232,7 +247,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
             event.type = payload["type"][:64]
         if not event.member_external_id and isinstance(payload.get("member_id"), str):
             event.member_external_id = payload["member_id"][:255]
-    event.save()
+    prepared_update(event)
 
 
 # --- batches ----------------------------------------------------------------------------

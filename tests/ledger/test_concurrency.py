@@ -178,3 +178,37 @@ def test_expiry_racing_with_redemptions_just_before_it(members_with_an_expiring_
         per_lot = Counter(Entry.objects.filter(member=member, kind="expire").values_list("lot_id", flat=True))
         assert set(per_lot.values()) <= {1}
     assert run_audit() == []
+
+
+def test_member_lock_finds_the_member_and_holds_its_balance_row(member, make_program, make_member):
+    other = make_member(make_program(slug="elsewhere"), external_id=member.external_id + "-x")
+    services.points_earn(member=fresh(member), points=70, key="seed-lock", now=NOW)
+    assert services.member_lock(member.program_id, "nobody") is None
+    assert services.member_lock(member.program_id, other.external_id) is None  # another program's
+    held, released = threading.Event(), threading.Event()
+
+    def hold() -> tuple:
+        from django.db import transaction
+
+        with transaction.atomic():
+            found = services.member_lock(member.program_id, member.external_id)
+            held.set()
+            released.wait(timeout=30)
+        return found
+
+    def try_lock() -> dict:
+        held.wait(timeout=30)
+        try:
+            from django.db import transaction
+
+            with transaction.atomic():
+                return services.members_lock([member.pk], skip_locked=True)
+        finally:
+            released.set()
+
+    found, skipped = in_threads(2, lambda i: hold() if i == 0 else try_lock())
+    locked_member, balance = found
+    assert (locked_member.pk, locked_member.external_id, locked_member.attributes) == (
+        member.pk, member.external_id, member.attributes)
+    assert (balance.member_id, balance.available, balance.lifetime_earned) == (member.pk, 70, 70)
+    assert skipped == {}  # the row was held by the first transaction

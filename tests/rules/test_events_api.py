@@ -177,6 +177,26 @@ def test_unknown_member_is_404_and_the_event_is_kept(api, program):
     assert not Member.objects.filter(program=program).exists()
 
 
+@pytest.mark.django_db(transaction=True)  # the request's transaction is its own, not a test's savepoint
+def test_an_inline_purchase_finds_and_locks_its_member_in_one_statement_without_a_savepoint(
+        api, member, spend_rule):
+    """The inline path's round trips: the member and its balance row come from one locking
+    statement, and nothing in it needs a savepoint (the one rejection left, an unknown member,
+    comes before any write)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert post(api, purchase("e-trips", member.external_id, amount="5.00")).status_code == 201
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert not [sql for sql in statements if "SAVEPOINT" in sql]
+    lookups = [sql for sql in statements if "external_id = " in sql]  # the member found by its id
+    assert len(lookups) == 1 and "JOIN ledger_balance" in lookups[0] and "FOR UPDATE OF b" in lookups[0]
+    assert not [sql for sql in statements if "FROM ledger_balance" in sql and "= ANY" in sql]  # no second lock
+    assert Balance.objects.get(member=member).available == 5
+    assert run_audit() == []
+
+
 def test_program_that_enrolls_on_first_event(api, program, spend_rule):
     Program.objects.filter(pk=program.pk).update(enroll_on_first_event=True)
     response = post(api, purchase("e-new", "newcomer", amount="12.00"))

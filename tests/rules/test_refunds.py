@@ -267,3 +267,16 @@ def test_refund_processed_by_a_worker_in_the_same_batch_as_its_purchase(program,
     assert (events["r0"].status, events["r0"].error["code"]) == ("rejected", "purchase_not_found")
     assert available(member) == 60
     assert run_audit() == []
+
+
+def test_a_rejected_refund_from_a_newcomer_enrolls_nobody(send, program, spend):
+    """A program that enrolls on first event: a refund of an unknown order from an unknown
+    member is rejected, and the enrollment it made on the way is undone with it."""
+    from accounts.models import Member, Program
+
+    Program.objects.filter(pk=program.pk).update(enroll_on_first_event=True)
+    program.refresh_from_db()
+    back = send(refund("r-new", "newcomer", "o-none"), to=program)
+    assert (back.status, back.error["code"]) == ("rejected", "purchase_not_found")
+    assert not Member.objects.filter(program=program, external_id="newcomer").exists()
+    assert run_audit() == []
