@@ -63,7 +63,7 @@ def redemption_output(redemption: Redemption) -> dict:
         "voucher_code": (redemption.voucher_code or None) if redemption.status != Redemption.Status.HELD else None,
         "member_id": redemption.member.external_id,
         "created_at": serializers.DateTimeField().to_representation(redemption.created_at),
-        "balance": balance_read(redemption.member),
+        "balance": getattr(redemption, "balance_after", None) or balance_read(redemption.member),
     }
 
 

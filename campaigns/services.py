@@ -20,6 +20,7 @@ from campaigns.models import Redemption, Reward, VoucherCode
 from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
 from ledger.models import Balance, Hold
+from ledger.selectors import balance_read
 from ledger.services import Source
 from loyalty.db import prepared_insert
 from loyalty.errors import Conflict, DomainError, NotFound
@@ -127,7 +128,8 @@ def redemption_create(
     description: str = "", capture: bool = True, now: dt.datetime | None = None,
 ) -> Redemption:
     """Redeem a reward (``quantity`` x its cost) or a number of ``points``; captured at once,
-    or held (``capture=False``) until captured, voided or timed out."""
+    or held (``capture=False``) until captured, voided or timed out. A new redemption carries
+    ``balance_after``: the member's balance (``ledger.selectors.balance_read``) as it left it."""
     now = now or timezone.now()
     if (reward is None) == (points is None):
         raise InvalidRedemption("Give either a reward or a number of points.", param="reward")
@@ -167,6 +169,8 @@ def redemption_create(
                 Redemption.objects.filter(pk=redemption.pk).update(voucher_code=redemption.voucher_code)
         if capture:
             _notify(redemption, "reward.redeemed", now)
+        # Read under the member's lock: the balance this redemption left, not a later one's.
+        redemption.balance_after = balance_read(member)
     return redemption
 
 

@@ -75,7 +75,9 @@ class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
             return Response({"error": error}, status=code_status)
         body = {"event_id": event.event_id, "status": event.status,
                 "awards": _event_output(event)["awards"]}
-        if event.member_id:
+        if submission.balance is not None:
+            body["balance"] = submission.balance
+        elif event.member_id:
             body["balance"] = balance_read(event.member)
         return Response(body, status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK)
 

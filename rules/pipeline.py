@@ -21,6 +21,7 @@ from accounts.models import Member, Partner, Program
 from accounts.services import member_create
 from ledger import services as ledger
 from ledger.models import Balance, Operation
+from ledger.selectors import balance_read
 from ledger.services import EarnRequest, Source
 from loyalty.db import pg_int_array, prepared_cursor, prepared_update
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
@@ -161,6 +162,7 @@ def _event_id(payload: object) -> str | None:
 class Submission:
     event: InboundEvent
     created: bool
+    balance: dict | None = None  # a processed event's member's balance as the event left it
 
 
 def event_submit(*, program: Program, partner: Partner | None, payload: object) -> Submission:
@@ -178,8 +180,11 @@ def event_submit(*, program: Program, partner: Partner | None, payload: object) 
             return Submission(event, False)
         event.payload, event.received_at = payload, now
         _process_inline(program, event, now, invalid=unstorable)
+        # Read under the member's lock: the balance this event left, not a later one's.
+        processed = event.status == InboundEvent.Status.PROCESSED and event.member_id is not None
+        balance = balance_read(event.member) if processed else None
     metrics.observe(program, [event], now)
-    return Submission(event, True)
+    return Submission(event, True, balance)
 
 
 def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, bool]:

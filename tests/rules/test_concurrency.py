@@ -176,3 +176,19 @@ def test_a_batch_does_not_wait_for_a_member_whose_balance_another_transaction_ho
     assert Balance.objects.get(member=held).available == 15 + 50
     assert Balance.objects.get(member=free).available == 50 + 50
     assert run_audit() == []
+
+
+def test_16_events_of_one_member_at_once_each_answer_the_balance_it_left(program, member):
+    """The balance an inline event answers with is read under the member's lock, so each of 16
+    concurrent purchases shows the balance right after its own points, never a later event's."""
+    rule_save(rule=Rule(program=program, name="spend", kind="spend", event_type="purchase"))
+
+    def submit(i):
+        submission = pipeline.event_submit(program=Program.objects.get(pk=program.pk), partner=None,
+                                           payload=purchase(f"one-member-{i}", member.external_id, amount="10.00"))
+        return submission.balance["available"]
+
+    answered = sorted(in_threads(16, submit))
+    assert answered == list(range(10, 170, 10))
+    assert Balance.objects.get(member=member).available == 160
+    assert run_audit() == []
