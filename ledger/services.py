@@ -183,33 +183,6 @@ def _bump_balance(member: Member, **deltas: int) -> None:
         Balance.objects.filter(member_id=member.pk).update(**changes)
 
 
-_BALANCE_DELTAS = ("available", "pending", "held", "debt", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
-
-# One entry and the balance moves it stands for, in one statement.
-_WRITE_ENTRY_SQL = f"""
-WITH entry AS (
-    INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
-                              description, source_type, source_id)
-    VALUES (%(now)s::timestamptz, %(program)s::bigint, %(member)s::bigint, %(kind)s::text, %(points)s::integer,
-            %(lot)s::bigint, %(operation)s::bigint, %(description)s::text, %(source_type)s::text,
-            %(source_id)s::text)
-)
-UPDATE ledger_balance SET {", ".join(f"{name} = {name} + %({name})s::integer" for name in _BALANCE_DELTAS)}
-WHERE member_id = %(member)s::bigint
-"""
-
-
-def _write_entry(entry: Entry, **deltas: int) -> None:
-    """Insert ``entry`` (never read back: its id stays unset) and move the balance by ``deltas``."""
-    with prepared_cursor() as cursor:
-        cursor.execute(_WRITE_ENTRY_SQL, {
-            "now": entry.created_at, "program": entry.program_id, "member": entry.member_id, "kind": entry.kind,
-            "points": entry.points, "lot": entry.lot_id, "operation": entry.operation_id,
-            "description": entry.description, "source_type": entry.source_type, "source_id": entry.source_id,
-            **{name: deltas.get(name, 0) for name in _BALANCE_DELTAS},
-        })
-
-
 def _entry(
     *, member: Member, operation: Operation | None, kind: str, points: int, now: dt.datetime,
     description: str = "", source: Source = NO_SOURCE, lot_id: int | None = None,
@@ -230,12 +203,14 @@ def _check_points(points: int, *, allow_negative: bool = False) -> None:
 
 # Take points from a member's spendable lots, soonest expiry first, and record what came from
 # where: each lot gives what is left of the request after the lots before it, at most all it has.
-_SPEND_SQL = """
-WITH lots AS (
+# The allocations go to the operation named by the CTE ``operation`` (one row: its id).
+_TAKE_FROM_LOTS = """
+lots AS (
     SELECT id, remaining,
            sum(remaining) OVER (ORDER BY expires_at ASC NULLS LAST, id) - remaining AS before
     FROM ledger_lot
     WHERE member_id = %(member)s::bigint AND matured AND remaining > 0 AND expired_at IS NULL
+      AND EXISTS (SELECT FROM operation)
 ), taken AS (
     SELECT id, before, LEAST(remaining, %(points)s::integer - before) AS n FROM lots
     WHERE before < %(points)s::integer
@@ -243,9 +218,38 @@ WITH lots AS (
     UPDATE ledger_lot l SET remaining = l.remaining - taken.n FROM taken WHERE l.id = taken.id
 ), allocated AS (
     INSERT INTO ledger_allocation (operation_id, lot_id, points, returned)
-    SELECT %(operation)s::bigint, id, n, 0 FROM taken ORDER BY before
-)
+    SELECT operation.id, taken.id, taken.n, 0 FROM operation, taken ORDER BY taken.before
+)"""
+
+_SPEND_SQL = f"""
+WITH operation AS (SELECT %(operation)s::bigint AS id),
+{_TAKE_FROM_LOTS}
 SELECT coalesce(sum(n), 0)::integer FROM taken
+"""
+
+# A redemption or a hold in one statement: the operation claimed with its key, the points taken
+# from the lots, the entry written and the balance moved. Nothing is taken or written when the key
+# is already claimed (no operation id comes back).
+_CLAIM_AND_SPEND_SQL = f"""
+WITH operation AS (
+    INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
+    VALUES (%(program)s::bigint, %(member)s::bigint, %(key)s::text, %(kind)s::text, %(hash)s::text, '{{}}',
+            %(now)s::timestamptz)
+    ON CONFLICT (program_id, key) DO NOTHING RETURNING id
+),
+{_TAKE_FROM_LOTS}, entry AS (
+    INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
+                              description, source_type, source_id)
+    SELECT %(now)s::timestamptz, %(program)s::bigint, %(member)s::bigint, %(kind)s::text, -%(points)s::integer,
+           NULL, operation.id, %(description)s::text, %(source_type)s::text, %(source_id)s::text
+    FROM operation
+), balance AS (
+    UPDATE ledger_balance
+    SET available = available - %(points)s::integer, held = held + %(held)s::integer,
+        lifetime_redeemed = lifetime_redeemed + %(redeemed)s::integer
+    FROM operation WHERE member_id = %(member)s::bigint
+)
+SELECT (SELECT id FROM operation), (SELECT coalesce(sum(n), 0)::integer FROM taken)
 """
 
 
@@ -255,8 +259,38 @@ def _spend_lots(*, operation: Operation, member: Member, points: int) -> None:
     with prepared_cursor() as cursor:
         cursor.execute(_SPEND_SQL, {"member": member.pk, "points": points, "operation": operation.pk})
         (taken,) = cursor.fetchone()
+    _check_taken(taken, points)
+
+
+def _check_taken(taken: int, points: int) -> None:
     if taken != points:  # the balance row said yes but the lots disagree: refuse rather than overspend
         raise InsufficientPoints(f"Only {taken} points can be spent from this member's lots.")
+
+
+def _claim_and_spend(
+    *, member: Member, key: str, kind: str, points: int, now: dt.datetime, description: str, source: Source,
+    balance: Balance,
+) -> Operation:
+    """``_claim`` an operation of ``kind`` (redeem or hold) and spend ``points`` for it, with its
+    entry and the balance moved: one prepared statement. The earlier operation if ``key`` was
+    claimed before; ``InsufficientPoints`` when ``balance`` (locked) or the lots cannot pay,
+    after the statement, so that the caller's rollback undoes it."""
+    _check_key(key)
+    request_hash = _request_hash(kind, member.pk, {"points": points, "source": [source.type, str(source.id)]})
+    with prepared_cursor() as cursor:
+        cursor.execute(_CLAIM_AND_SPEND_SQL, {
+            "program": member.program_id, "member": member.pk, "key": key, "kind": kind, "hash": request_hash,
+            "now": now, "points": points, "description": description[:255], "source_type": source.type,
+            "source_id": str(source.id), "held": points if kind == EntryKind.HOLD else 0,
+            "redeemed": points if kind == EntryKind.REDEEM else 0,
+        })
+        operation_id, taken = cursor.fetchone()
+    if operation_id is None:
+        return _earlier(member, key, request_hash)
+    if balance.available < points:
+        raise InsufficientPoints(f"{points} points requested, {max(balance.available, 0)} available.", param="points")
+    _check_taken(taken, points)
+    return _claimed(operation_id, member=member, key=key, kind=kind, request_hash=request_hash, now=now)
 
 
 def _take_from_lots(amounts: dict[int, int]) -> None:
@@ -608,18 +642,9 @@ def points_redeem(
     _check_points(points)
     now = now or timezone.now()
     with transaction.atomic(savepoint=savepoint):
-        operation = _claim(member=member, key=key, kind="redeem", now=now,
-                           request={"points": points, "source": [source.type, str(source.id)]})
-        if operation.replayed:
-            return operation
-        balance = _spending_balance(member, now, locked)
-        if balance.available < points:
-            raise InsufficientPoints(
-                f"{points} points requested, {max(balance.available, 0)} available.", param="points"
-            )
-        _spend_lots(operation=operation, member=member, points=points)
-        _write_entry(_entry(member=member, operation=operation, kind=EntryKind.REDEEM, points=-points, now=now,
-                            description=description, source=source), available=-points, lifetime_redeemed=points)
+        operation = _claim_and_spend(member=member, key=key, kind=EntryKind.REDEEM, points=points, now=now,
+                                     description=description, source=source,
+                                     balance=_spending_balance(member, now, locked))
     return operation
 
 
@@ -633,23 +658,16 @@ def points_hold(
     _check_points(points)
     now = now or timezone.now()
     with transaction.atomic(savepoint=savepoint):
-        operation = _claim(member=member, key=key, kind="hold", now=now,
-                           request={"points": points, "source": [source.type, str(source.id)]})
+        operation = _claim_and_spend(member=member, key=key, kind=EntryKind.HOLD, points=points, now=now,
+                                     description=description, source=source,
+                                     balance=_spending_balance(member, now, locked))
         if operation.replayed:
             return operation.hold
-        balance = _spending_balance(member, now, locked)
-        if balance.available < points:
-            raise InsufficientPoints(
-                f"{points} points requested, {max(balance.available, 0)} available.", param="points"
-            )
-        _spend_lots(operation=operation, member=member, points=points)
         timeout = timeout if timeout is not None else dt.timedelta(minutes=member.program.hold_timeout_minutes)
         hold = Hold.objects.create(
             program_id=member.program_id, member=member, operation=operation, points=points,
             expires_at=now + timeout, created_at=now, description=description[:255],
         )
-        _write_entry(_entry(member=member, operation=operation, kind=EntryKind.HOLD, points=-points, now=now,
-                            description=description, source=source), available=-points, held=points)
     return hold
 
 
