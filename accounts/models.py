@@ -60,26 +60,9 @@ class MemberManager(models.Manager):
     def by_external_id(self, program_id: int, external_id: str) -> Member | None:
         """The program's member with this external id, or None: a prepared statement with
         nothing to compile, for the partner API looks a member up on nearly every request."""
-        from loyalty.db import prepared_cursor
+        from loyalty.db import prepared_get
 
-        fields = self.model._meta.concrete_fields
-        if not hasattr(self, "_by_external_id_sql"):
-            self._by_external_id_sql = (
-                f"SELECT {', '.join(field.column for field in fields)} FROM {self.model._meta.db_table} "
-                "WHERE program_id = %s::bigint AND external_id = %s::text"
-            )
-        with prepared_cursor() as cursor:
-            cursor.execute(self._by_external_id_sql, [program_id, external_id])
-            row = cursor.fetchone()
-        return self.from_row(row) if row is not None else None
-
-    def from_row(self, row) -> Member:
-        """A member from its columns in ``concrete_fields`` order, as the ORM's compiler makes it
-        (each field's conversion: JSON text to a dict)."""
-        fields, connection = self.model._meta.concrete_fields, connections[self.db]
-        values = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-                  for field, value in zip(fields, row, strict=True)]
-        return self.model.from_db(self.db, [field.attname for field in fields], values)
+        return prepared_get(self.model, "program_id = %s::bigint AND external_id = %s::text", [program_id, external_id])
 
     def ids_by_external_id(self, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
         """``{external id: member id}`` for those of ``external_ids`` that are the program's

@@ -21,6 +21,7 @@ from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.ratelimit import rate_limit_hit
 from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+from loyalty.db import prepared_get
 
 
 class RewardOut(serializers.Serializer):
@@ -126,7 +127,7 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
                 raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
         reward = None
         if "reward" in values:
-            reward = Reward.objects.filter(program_id=program.pk, code=values["reward"]).first()
+            reward = prepared_get(Reward, "program_id = %s::bigint AND code = %s::text", [program.pk, values["reward"]])
             if reward is None:
                 raise services.RewardNotFound(f"No reward {values['reward']!r}.", param="reward")
         redemption = services.redemption_create(

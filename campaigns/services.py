@@ -22,7 +22,7 @@ from ledger.errors import IdempotencyKeyReused
 from ledger.models import Balance, Hold
 from ledger.selectors import balance_read
 from ledger.services import Source
-from loyalty.db import prepared_insert
+from loyalty.db import prepared_cursor, prepared_get, prepared_insert
 from loyalty.errors import Conflict, DomainError, NotFound
 from webhooks.services import webhook_emit
 
@@ -98,29 +98,39 @@ def _give_stock_back(redemption: Redemption) -> None:
         )
 
 
-def _give_vouchers(redemption: Redemption, now: dt.datetime) -> str:
-    """Generated codes are made at capture. Pool codes are reserved as soon as the redemption
-    exists (held or captured), so holds can never outnumber the codes; a void frees them."""
-    reward = redemption.reward
+_GENERATED_CODES_SQL = (
+    "INSERT INTO campaigns_vouchercode (reward_id, code, redemption_id, given_at) "
+    "SELECT %s::bigint, unnest(%s::varchar[]), %s::bigint, %s::timestamptz"
+)
+
+
+def _vouchers_choose(reward: Reward | None, quantity: int) -> tuple[list[str], list[int]]:
+    """The codes a redemption of ``quantity`` x ``reward`` gets, chosen before its row is written
+    (so that the row is written with them): new generated codes; or free codes of the pool, locked
+    (``SKIP LOCKED``) with their ids. Pool codes are reserved as soon as the redemption exists (held
+    or captured), so holds can never outnumber the codes; a void frees them. Generated codes are
+    made at capture."""
     if reward is None or reward.vouchers == Reward.Vouchers.NONE:
-        return ""
-    if redemption.voucher_code:
-        return redemption.voucher_code
+        return [], []
     if reward.vouchers == Reward.Vouchers.GENERATED:
-        codes = [voucher_generate() for _ in range(redemption.quantity)]
-        VoucherCode.objects.bulk_create(
-            [VoucherCode(reward=reward, code=c, redemption=redemption, given_at=now) for c in codes]
-        )
-    else:
-        free = list(
-            VoucherCode.objects.select_for_update(skip_locked=True)
-            .filter(reward=reward, redemption__isnull=True).order_by("id")[: redemption.quantity]
-        )
-        if len(free) < redemption.quantity:
-            raise OutOfStock(f"The reward {reward.code!r} has no voucher codes left.", param="reward")
-        VoucherCode.objects.filter(pk__in=[v.pk for v in free]).update(redemption=redemption, given_at=now)
-        codes = [v.code for v in free]
-    return ",".join(codes)
+        return [voucher_generate() for _ in range(quantity)], []
+    free = list(
+        VoucherCode.objects.select_for_update(skip_locked=True)
+        .filter(reward=reward, redemption__isnull=True).order_by("id").values_list("id", "code")[:quantity]
+    )
+    if len(free) < quantity:
+        raise OutOfStock(f"The reward {reward.code!r} has no voucher codes left.", param="reward")
+    return [code for _id, code in free], [code_id for code_id, _code in free]
+
+
+def _vouchers_give(redemption: Redemption, codes: list[str], pool_ids: list[int], now: dt.datetime) -> None:
+    """Tie the codes ``_vouchers_choose`` gave to the redemption's row: the pool's, or new rows for
+    generated ones (one prepared statement)."""
+    if pool_ids:
+        VoucherCode.objects.filter(pk__in=pool_ids).update(redemption=redemption, given_at=now)
+    elif codes:
+        with prepared_cursor() as cursor:
+            cursor.execute(_GENERATED_CODES_SQL, [redemption.reward_id, codes, redemption.pk, now])
 
 
 def redemption_create(
@@ -142,7 +152,9 @@ def redemption_create(
                                 capture=capture)
             return existing
         if reward is not None:
-            reward = Reward.objects.get(pk=reward.pk)
+            reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now
+            if reward is None:
+                raise RewardNotFound("The reward no longer exists.", param="reward")
             _check_reward(reward, member, quantity, now)
             points = reward.cost * quantity
             _take_stock(reward, quantity)
@@ -162,11 +174,12 @@ def redemption_create(
             hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
                                       source=source, now=now, savepoint=False, locked=balance)
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
+        # Written with the row: a captured redemption's codes, and a pool's reserved for a hold.
+        with_codes = capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL)
+        codes, pool_ids = _vouchers_choose(reward, quantity) if with_codes else ([], [])
+        redemption.voucher_code = ",".join(codes)
         prepared_insert(redemption)
-        if capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL):
-            redemption.voucher_code = _give_vouchers(redemption, now)
-            if redemption.voucher_code:
-                Redemption.objects.filter(pk=redemption.pk).update(voucher_code=redemption.voucher_code)
+        _vouchers_give(redemption, codes, pool_ids, now)
         if capture:
             _notify(redemption, "reward.redeemed", now)
         # Read under the member's lock: the balance this redemption left, not a later one's.
@@ -222,7 +235,10 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
                                   code="redemption_not_held")
         ledger.hold_capture(hold=redemption.hold, key=f"capture:{redemption.public_id}", now=now)
         redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
-        redemption.voucher_code = _give_vouchers(redemption, now)
+        if not redemption.voucher_code:  # a pool's codes were reserved with the hold
+            codes, pool_ids = _vouchers_choose(redemption.reward, redemption.quantity)
+            redemption.voucher_code = ",".join(codes)
+            _vouchers_give(redemption, codes, pool_ids, now)
         redemption.save(update_fields=["status", "resolved_at", "voucher_code"])
         _notify(redemption, "reward.redeemed", now)
     return redemption

@@ -37,7 +37,7 @@ from ledger.errors import (
     ReverseExceedsEarned,
 )
 from ledger.models import Allocation, Balance, Entry, EntryKind, Hold, Lot, Operation
-from loyalty.db import prepared_cursor
+from loyalty.db import model_from_row, prepared_cursor
 from loyalty.jsontext import pg_json
 from webhooks.services import subscribed_endpoint_ids, webhook_emit, webhook_emit_many
 
@@ -379,7 +379,7 @@ def member_lock(program_id: int, external_id: str) -> tuple[Member, Balance] | N
     if row is None:
         return None
     split = len(_MEMBER_COLUMNS)
-    return (Member.objects.from_row(row[:split]),
+    return (model_from_row(Member, row[:split]),
             Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row[split:]))
 
 

@@ -37,7 +37,7 @@ def pg_int_array(values) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-_statements: dict[tuple[str, type], tuple[str, list]] = {}
+_statements: dict[tuple, tuple[str, list]] = {}
 
 
 def _columns(model, db) -> tuple[list, list[str]]:
@@ -89,6 +89,35 @@ def prepared_update(instance) -> None:
         cursor.execute(sql, [*values, instance.pk])
         if cursor.rowcount != 1:
             raise DatabaseError(f"No {model.__name__} row with primary key {instance.pk!r} to update.")
+
+
+def prepared_get(model, where: str, params: list):
+    """The row of ``model`` that ``where`` finds (its parameters typed: ``code = %s::text``), as the
+    ORM loads it, or None: a prepared statement with nothing to compile, for rows read on a hot path
+    (a queryset compiles its SQL at every query)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if ("get", model, where) not in _statements:
+        meta, quote = model._meta, db.ops.quote_name
+        fields = list(meta.concrete_fields)
+        _statements["get", model, where] = (
+            f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(meta.db_table)} WHERE {where}",
+            fields,
+        )
+    sql, _fields = _statements["get", model, where]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return model_from_row(model, row) if row is not None else None
+
+
+def model_from_row(model, row):
+    """An instance of ``model`` from its columns in ``concrete_fields`` order, as the ORM's compiler
+    makes it: each field's own conversion (JSON text to a dict)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    fields = model._meta.concrete_fields
+    values = [field.from_db_value(value, None, db) if hasattr(field, "from_db_value") else value
+              for field, value in zip(fields, row, strict=True)]
+    return model.from_db(db.alias, [field.attname for field in fields], values)
 
 
 def _unsized(db_type: str) -> str:

@@ -1,5 +1,5 @@
-"""``loyalty.db.prepared_insert`` and ``prepared_update``: the row an ORM insert or save would
-write, through a prepared statement."""
+"""``loyalty.db.prepared_insert``, ``prepared_update`` and ``prepared_get``: the row an ORM insert
+or save would write, and the instance a query would load, through prepared statements."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from django.db import DatabaseError, DataError, connection, transaction
 
-from loyalty.db import prepared_insert, prepared_update
+from loyalty.db import prepared_get, prepared_insert, prepared_update
 from loyalty.models import IdempotencyRecord
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +112,19 @@ def test_the_update_is_prepared_once_per_connection(program):
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
                        ['UPDATE "loyalty_idempotencyrecord"%'])
         assert cursor.fetchone()[0] == 1
+
+
+def test_get_loads_what_the_orm_loads(program):
+    body = {"id": "rdm_2", "nested": {"a": [1, 2.5, None, "ação"]}}
+    ours = _record(program, "g-1", state="done", response_status=201, response_body=body)
+    prepared_insert(ours)
+    found = prepared_get(IdempotencyRecord, "program_id = %s::bigint AND key = %s::text", [program.pk, "g-1"])
+    orm = IdempotencyRecord.objects.get(program=program, key="g-1")
+    fields = [field.attname for field in IdempotencyRecord._meta.concrete_fields]
+    assert [getattr(found, name) for name in fields] == [getattr(orm, name) for name in fields]
+    assert found.response_body == body and found.created_at == NOW
+    assert not found._state.adding and found._state.db == "default"
+
+
+def test_get_of_nothing_is_none(program):
+    assert prepared_get(IdempotencyRecord, "program_id = %s::bigint AND key = %s::text", [program.pk, "none"]) is None
