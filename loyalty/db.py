@@ -40,10 +40,40 @@ def pg_int_array(values) -> str:
 _statements: dict[tuple, tuple[str, list]] = {}
 
 
+def _statement(kind: str, model, build, *extra) -> tuple[str, list]:
+    """The SQL of a prepared helper's statement for ``model`` and the fields it writes or reads,
+    built once per process by ``build(model, quote, connection, *extra)``."""
+    key = (kind, model, *extra)
+    if key not in _statements:
+        db = connections[DEFAULT_DB_ALIAS]
+        _statements[key] = build(model, db.ops.quote_name, db, *extra)
+    return _statements[key]
+
+
 def _columns(model, db) -> tuple[list, list[str]]:
     """The model's columns but its primary key, and each one's parameter with its cast."""
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     return fields, [f"%s::{_unsized(field.cast_db_type(db))}" for field in fields]
+
+
+def _insert_sql(model, quote, db) -> tuple[str, list]:
+    fields, params = _columns(model, db)
+    return (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+            f"VALUES ({', '.join(params)}) RETURNING {quote(model._meta.pk.column)}", fields)
+
+
+def _update_sql(model, quote, db) -> tuple[str, list]:
+    fields, params = _columns(model, db)
+    pk = model._meta.pk
+    assignments = ", ".join(f"{quote(field.column)} = {param}" for field, param in zip(fields, params, strict=True))
+    return (f"UPDATE {quote(model._meta.db_table)} SET {assignments} "
+            f"WHERE {quote(pk.column)} = %s::{_unsized(pk.cast_db_type(db))}", fields)
+
+
+def _select_sql(model, quote, db, where: str) -> tuple[str, list]:
+    fields = list(model._meta.concrete_fields)
+    return (f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(model._meta.db_table)} "
+            f"WHERE {where}", fields)
 
 
 def prepared_insert(instance) -> None:
@@ -51,16 +81,7 @@ def prepared_insert(instance) -> None:
     as a prepared statement with nothing to compile: for rows written on a hot path. It sends no
     ``pre_save`` / ``post_save`` signals, so it is only for models that nothing listens to."""
     db = connections[DEFAULT_DB_ALIAS]
-    model = type(instance)
-    if ("insert", model) not in _statements:
-        meta, quote = model._meta, db.ops.quote_name
-        fields, params = _columns(model, db)
-        _statements["insert", model] = (
-            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
-            f"VALUES ({', '.join(params)}) RETURNING {quote(meta.pk.column)}",
-            fields,
-        )
-    sql, fields = _statements["insert", model]
+    sql, fields = _statement("insert", type(instance), _insert_sql)
     values = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
     with prepared_cursor() as cursor:
         cursor.execute(sql, values)
@@ -74,16 +95,7 @@ def prepared_update(instance) -> None:
     ``save(update_fields=...)``. No signals, as for ``prepared_insert``."""
     db = connections[DEFAULT_DB_ALIAS]
     model = type(instance)
-    if ("update", model) not in _statements:
-        meta, quote = model._meta, db.ops.quote_name
-        fields, params = _columns(model, db)
-        assignments = ", ".join(f"{quote(field.column)} = {param}" for field, param in zip(fields, params, strict=True))
-        _statements["update", model] = (
-            f"UPDATE {quote(meta.db_table)} SET {assignments} "
-            f"WHERE {quote(meta.pk.column)} = %s::{_unsized(meta.pk.cast_db_type(db))}",
-            fields,
-        )
-    sql, fields = _statements["update", model]
+    sql, fields = _statement("update", model, _update_sql)
     values = [field.get_db_prep_save(field.pre_save(instance, False), db) for field in fields]
     with prepared_cursor() as cursor:
         cursor.execute(sql, [*values, instance.pk])
@@ -95,15 +107,7 @@ def prepared_get(model, where: str, params: list):
     """The row of ``model`` that ``where`` finds (its parameters typed: ``code = %s::text``), as the
     ORM loads it, or None: a prepared statement with nothing to compile, for rows read on a hot path
     (a queryset compiles its SQL at every query)."""
-    db = connections[DEFAULT_DB_ALIAS]
-    if ("get", model, where) not in _statements:
-        meta, quote = model._meta, db.ops.quote_name
-        fields = list(meta.concrete_fields)
-        _statements["get", model, where] = (
-            f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(meta.db_table)} WHERE {where}",
-            fields,
-        )
-    sql, _fields = _statements["get", model, where]
+    sql, _fields = _statement("get", model, _select_sql, where)
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
