@@ -61,16 +61,22 @@ def _request_hash(kind: str, member_id: int, request: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+# The operation row, claimed with its key; no id comes back when the key was claimed before.
+_CLAIM_SQL = """
+INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
+VALUES (%(program)s::bigint, %(member)s::bigint, %(key)s::text, %(kind)s::text, %(hash)s::text, '{}',
+        %(now)s::timestamptz)
+ON CONFLICT (program_id, key) DO NOTHING RETURNING id
+"""
+
+
 def _claim(*, member: Member, key: str, kind: str, request: dict, now: dt.datetime) -> Operation:
     """Insert the operation row, or return the earlier one for this key (``replayed=True``)."""
     _check_key(key)
     request_hash = _request_hash(kind, member.pk, request)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, '{}', %s) ON CONFLICT (program_id, key) DO NOTHING RETURNING id",
-            [member.program_id, member.pk, key, kind, request_hash, now],
-        )
+        cursor.execute(_CLAIM_SQL, {"program": member.program_id, "member": member.pk, "key": key, "kind": kind,
+                                    "hash": request_hash, "now": now})
         row = cursor.fetchone()
     if row is None:
         return _earlier(member, key, request_hash)
@@ -231,12 +237,7 @@ SELECT coalesce(sum(n), 0)::integer FROM taken
 # from the lots, the entry written and the balance moved. Nothing is taken or written when the key
 # is already claimed (no operation id comes back).
 _CLAIM_AND_SPEND_SQL = f"""
-WITH operation AS (
-    INSERT INTO ledger_operation (program_id, member_id, key, kind, request_hash, result, created_at)
-    VALUES (%(program)s::bigint, %(member)s::bigint, %(key)s::text, %(kind)s::text, %(hash)s::text, '{{}}',
-            %(now)s::timestamptz)
-    ON CONFLICT (program_id, key) DO NOTHING RETURNING id
-),
+WITH operation AS ({_CLAIM_SQL}),
 {_TAKE_FROM_LOTS}, entry AS (
     INSERT INTO ledger_entry (created_at, program_id, member_id, kind, points, lot_id, operation_id,
                               description, source_type, source_id)
