@@ -1,4 +1,4 @@
-"""The partner API's write paths in-process: CPU and round trips of a request through Django's
+"""The partner API in-process: CPU and round trips of a request through Django's
 whole stack (middleware, DRF, the services, PostgreSQL), without HTTP.
 
 Django's test client (no sockets, no gunicorn) sends, on a database of its own with the ingest
@@ -6,7 +6,8 @@ benchmarks' 10 rules and members funded with points:
 
 * ``events``: ``POST /api/v1/events``, one purchase each (``bench._server.purchase_event``);
 * ``points``: ``POST /api/v1/redemptions`` of 1 to 50 points, with an ``Idempotency-Key``;
-* ``coffee``: ``POST /api/v1/redemptions`` of a reward with generated voucher codes, with a key.
+* ``coffee``: ``POST /api/v1/redemptions`` of a reward with generated voucher codes, with a key;
+* ``balance``: ``GET /api/v1/members/{id}/balance`` (the read of ``bench.api_balance``).
 
 For each kind it first counts the statements one request sends to PostgreSQL (``BEGIN`` and
 ``COMMIT`` included: each is a round trip), then sends ``--warmup`` requests, then ``--chunks``
@@ -34,16 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as c  # noqa: E402
 
-KINDS = ("events", "points", "coffee")
+KINDS = ("events", "points", "coffee", "balance")
 
 
 def request_maker(kind: str, members: int, rng: random.Random):
-    """(path, body, headers) of the next request of ``kind``."""
+    """(path, body or None for a GET, headers) of the next request of ``kind``."""
     from bench._server import member_external_id, purchase_event
 
     now = dt.datetime.now(dt.UTC)
 
     def make():
+        if kind == "balance":
+            return f"/api/v1/members/{member_external_id(rng.randint(1, members))}/balance", None, {}
         if kind == "events":
             return "/api/v1/events", purchase_event(f"ip-{uuid.uuid4().hex}", rng, members, now), {}
         body = {"member_id": member_external_id(rng.randint(1, members))}
@@ -81,9 +84,28 @@ def statements_of_one(client, make) -> list[str]:
 
 def send(client, make) -> None:
     path, body, headers = make()
-    response = client.post(path, data=json.dumps(body), content_type="application/json", **headers)
+    if body is None:
+        response = client.get(path, **headers)
+    else:
+        response = client.post(path, data=json.dumps(body), content_type="application/json", **headers)
     if response.status_code not in (200, 201):
         raise SystemExit(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+
+
+def print_profile(client, make, requests: int, top: int = 40) -> None:
+    """cProfile of ``requests`` more requests, by CPU time (waits on PostgreSQL excluded): the
+    functions with most time inside them, then those with most time of their own."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    for _ in range(requests):
+        send(client, make)
+    profile.disable()
+    stats = pstats.Stats(profile)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
 
 
 def main(argv=None) -> None:
@@ -93,6 +115,8 @@ def main(argv=None) -> None:
     parser.add_argument("--chunks", type=int, default=5, help="chunks the timed requests are split into")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests of each kind first")
     parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then profile each kind (cProfile, N requests) and print its top functions")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.kinds.split(",") if kind]
     unknown = set(kinds) - set(KINDS)
@@ -142,6 +166,8 @@ def main(argv=None) -> None:
                   f"{', '.join(f'{x:.2f}' for x in own)}){pg_text}")
             for n, statement in enumerate(statements, 1):
                 print(f"            {n:2d}. {statement}")
+            if args.profile:
+                print_profile(client, make, args.profile)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.models.base import ModelState
 
 _server_binding_cursor = None
 
@@ -122,6 +123,18 @@ def model_from_row(model, row):
     values = [field.from_db_value(value, None, db) if hasattr(field, "from_db_value") else value
               for field, value in zip(fields, row, strict=True)]
     return model.from_db(db.alias, [field.attname for field in fields], values)
+
+
+def model_copy(instance):
+    """A new instance with ``instance``'s field values, as loading the same row again would give,
+    for the price of copying its attributes (``Model.from_db`` runs ``__init__`` and its signals,
+    several times dearer). Related objects cached on ``instance`` are not carried over."""
+    copy = object.__new__(type(instance))
+    copy.__dict__.update(instance.__dict__)
+    copy.__dict__.pop("_prefetched_objects_cache", None)
+    copy._state = ModelState()
+    copy._state.adding, copy._state.db = instance._state.adding, instance._state.db
+    return copy
 
 
 def _unsized(db_type: str) -> str:

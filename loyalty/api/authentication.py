@@ -9,42 +9,56 @@ from django.dispatch import receiver
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from accounts.models import Partner, PartnerAPIKey, Program
+from loyalty.db import model_copy
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
-# prefix -> (monotonic time read, row): keys, partners and programs as read in the last
-# API_KEY_CACHE_SECONDS, so that most requests spend no query on authentication. Saving a key,
-# partner or program empties it in this process at once; other processes see a revocation
-# within API_KEY_CACHE_SECONDS. Each request gets instances of its own.
-_rows: dict[str, tuple[float, tuple | None]] = {}
-_MAX_ROWS = 10_000
+# prefix -> (monotonic time read, key): keys, with their partners and programs attached, as read in
+# the last API_KEY_CACHE_SECONDS, so that most requests spend no query on authentication. Saving a
+# key, partner or program empties it in this process at once; other processes see a revocation
+# within API_KEY_CACHE_SECONDS. Each request gets copies of its own (``model_copy``).
+_keys: dict[str, tuple[float, PartnerAPIKey]] = {}
+_MAX_KEYS = 10_000
 
 
 def _key_by_prefix(prefix: str) -> PartnerAPIKey | None:
     ttl = settings.API_KEY_CACHE_SECONDS
-    cached = _rows.get(prefix)
+    cached = _keys.get(prefix)
     now = time.monotonic()
     if cached is not None and now - cached[0] < ttl:
-        row = cached[1]
-    else:
-        row = PartnerAPIKey.objects.row_by_prefix(prefix)
-        if ttl > 0 and row is not None:
-            if len(_rows) >= _MAX_ROWS:
-                _rows.clear()
-            _rows[prefix] = (now, row)
-    return PartnerAPIKey.objects.from_row(row) if row is not None else None
+        return _copied(cached[1])
+    row = PartnerAPIKey.objects.row_by_prefix(prefix)
+    if row is None:
+        return None
+    key = PartnerAPIKey.objects.from_row(row)
+    if ttl <= 0:
+        return key
+    if len(_keys) >= _MAX_KEYS:
+        _keys.clear()
+    _keys[prefix] = (now, key)
+    return _copied(key)
+
+
+def _copied(key: PartnerAPIKey) -> PartnerAPIKey:
+    """A copy of the key, attached to copies of its partner and program."""
+    program = model_copy(key.partner.program)
+    partner = model_copy(key.partner)
+    partner.program = program
+    copy = model_copy(key)
+    copy.partner = partner
+    return copy
 
 
 @receiver([post_save, post_delete], sender=PartnerAPIKey)
 @receiver([post_save, post_delete], sender=Partner)
 @receiver([post_save, post_delete], sender=Program)
 def _forget(**kwargs) -> None:
-    _rows.clear()
+    _keys.clear()
 
 
 class PartnerKeyAuthentication(BaseAuthentication):
@@ -57,7 +71,11 @@ class PartnerKeyAuthentication(BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
-        header = get_authorization_header(request).decode("latin-1")
+        # From the WSGI environment (a latin-1 str), not ``request.headers``, which DRF's
+        # ``get_authorization_header`` would build from every header of the request.
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
         if not header:
             return None
         parts = header.split()

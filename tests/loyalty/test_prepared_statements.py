@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 from django.db import DatabaseError, DataError, connection, transaction
 
-from loyalty.db import prepared_get, prepared_insert, prepared_update
+from accounts.models import Program
+from loyalty.db import model_copy, prepared_get, prepared_insert, prepared_update
 from loyalty.models import IdempotencyRecord
 
 pytestmark = pytest.mark.django_db
@@ -128,3 +129,17 @@ def test_get_loads_what_the_orm_loads(program):
 
 def test_get_of_nothing_is_none(program):
     assert prepared_get(IdempotencyRecord, "program_id = %s::bigint AND key = %s::text", [program.pk, "none"]) is None
+
+
+def test_model_copy_is_an_instance_of_its_own_as_loading_the_row_again_gives(program):
+    loaded = Program.objects.get(pk=program.pk)
+    copy = model_copy(loaded)
+    again = Program.objects.get(pk=program.pk)
+    assert copy is not loaded and copy._state is not loaded._state
+    assert {f.attname: getattr(copy, f.attname) for f in Program._meta.concrete_fields} == \
+        {f.attname: getattr(again, f.attname) for f in Program._meta.concrete_fields}
+    assert (copy._state.adding, copy._state.db) == (False, "default")
+    copy.name = "Renamed"
+    copy.save(update_fields=["name"])
+    assert loaded.name == again.name != "Renamed"
+    assert Program.objects.get(pk=program.pk).name == "Renamed"
