@@ -8,9 +8,18 @@ By default two processes per CPU of four threads each. One thread per process (8
 CPUs) served the balance read faster in three paired runs, but redemptions, whose requests
 wait on row locks and so hold up a single-threaded process, at two thirds of the rate and with
 twice the tail (``bench/API.md``).
+
+On Linux each worker listens on a socket of its own (``SO_REUSEPORT``, ``WEB_REUSE_PORT=0`` turns
+it off), and the kernel spreads new connections over the workers. On one shared socket the worker
+that wakes first takes them: 43 of 50 kept-alive connections of a burst went to one of four
+workers, whose clients then queued while the others idled. The master then binds nothing, so it
+first checks that no other server listens on the address (another one with ``SO_REUSEPORT`` would
+otherwise share it, silently).
 """
 
 import os
+import socket
+import sys
 
 
 def default_workers() -> int:
@@ -27,6 +36,7 @@ workers = default_workers()
 worker_class = "gthread"
 threads = default_threads()
 keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS") or 30)
+reuse_port = sys.platform.startswith("linux") and os.environ.get("WEB_REUSE_PORT", "1") != "0"
 graceful_timeout = 10
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
 
@@ -42,3 +52,24 @@ def post_worker_init(worker) -> None:
 
     get_resolver().url_patterns  # noqa: B018 (the import is the point)
     gc.freeze()
+
+
+def on_starting(server) -> None:
+    """With ``reuse_port``, refuse to start on an address another server listens on (gunicorn's
+    own "Listening at" line is then empty: say where the workers listen)."""
+    if not server.cfg.reuse_port:
+        return
+    server.log.info("Workers listen at %s, each on a socket of its own (SO_REUSEPORT; WEB_REUSE_PORT=0 turns it off)",
+                    ", ".join(server.cfg.bind))
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a Unix socket: gunicorn binds it in the master as usual
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address[:2])
+            except OSError as exc:
+                host, port = address[:2]
+                message = f"cannot listen on {host}:{port}: {exc.strerror} (another server is running there?)"
+                raise SystemExit(message) from None

@@ -32,3 +32,36 @@ def test_post_worker_init_imports_the_urlconf_then_freezes():
     urls, views, frozen = after.rstrip(")").split(", ")
     assert (urls, views) == ("True", "True")
     assert int(frozen) > 0
+
+
+def _conf_value(name: str, **env) -> str:
+    script = f"from loyalty import gunicorn_conf; print(gunicorn_conf.{name})"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_each_worker_listens_on_its_own_socket_on_linux_unless_turned_off():
+    assert _conf_value("reuse_port") == str(sys.platform.startswith("linux"))
+    assert _conf_value("reuse_port", WEB_REUSE_PORT="0") == "False"
+
+
+def test_the_server_refuses_an_address_another_server_listens_on():
+    """With SO_REUSEPORT the master binds nothing: without its own check, a second server on the
+    same port would share it with the first, silently."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "loyalty.settings", "DEBUG": "1", "WEB_CONCURRENCY": "1"}
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "loyalty" / "gunicorn_conf.py"),
+             "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,  # a server that started runs on
+        )
+    assert result.returncode != 0
+    if sys.platform.startswith("linux"):  # elsewhere gunicorn's own bind in the master refuses it
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
