@@ -14,10 +14,11 @@ it off), and the kernel spreads new connections over the workers. On one shared 
 that wakes first takes them: 43 of 50 kept-alive connections of a burst went to one of four
 workers, whose clients then queued while the others idled. The master then binds nothing, so it
 first checks that no other server listens on the address (another one with ``SO_REUSEPORT`` would
-otherwise share it, silently). The cost: on a reload (``kill -HUP``) a retiring worker's socket
-keeps receiving new connections until the worker exits, and those are reset (8 to 16 in two
-reloads under 7,000 new connections a second; none on a shared socket). Restarting the server
-costs the same either way; where reloads must lose nothing, set ``WEB_REUSE_PORT=0``.
+otherwise share it, silently). A Unix socket, or sockets handed over by systemd, stay shared.
+The cost: on a reload (``kill -HUP``) a retiring worker's socket keeps receiving new connections
+until the worker exits, and those are reset (8 to 16 in two reloads under 7,000 new connections a
+second; none on a shared socket). Restarting the server costs the same either way; where reloads
+must lose nothing, set ``WEB_REUSE_PORT=0``.
 """
 
 import os
@@ -58,21 +59,24 @@ def post_worker_init(worker) -> None:
 
 
 def on_starting(server) -> None:
-    """With ``reuse_port``, refuse to start on an address another server listens on (gunicorn's
-    own "Listening at" line is then empty: say where the workers listen)."""
+    """``reuse_port`` applies to TCP addresses the workers bind themselves: it is turned off for a
+    Unix socket (each worker would remove the previous one's file and bind its own) and for sockets
+    handed over by systemd or a re-exec. Then refuse to start on an address another server listens
+    on, and say where the workers listen (gunicorn's own "Listening at" line is empty)."""
     if not server.cfg.reuse_port:
+        return
+    handed_over = os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD")
+    if handed_over or not all(isinstance(address, tuple) for address in server.cfg.address):
+        server.cfg.set("reuse_port", False)
         return
     server.log.info("Workers listen at %s, each on a socket of its own (SO_REUSEPORT; WEB_REUSE_PORT=0 turns it off)",
                     ", ".join(server.cfg.bind))
-    for address in server.cfg.address:
-        if not isinstance(address, tuple):
-            continue  # a Unix socket: gunicorn binds it in the master as usual
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    for host, port, *_ in server.cfg.address:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(address[:2])
+                probe.bind((host, port))
             except OSError as exc:
-                host, port = address[:2]
                 message = f"cannot listen on {host}:{port}: {exc.strerror} (another server is running there?)"
                 raise SystemExit(message) from None

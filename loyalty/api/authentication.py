@@ -74,8 +74,6 @@ class PartnerKeyAuthentication(BaseAuthentication):
         # From the WSGI environment (a latin-1 str), not ``request.headers``, which DRF's
         # ``get_authorization_header`` would build from every header of the request.
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        if isinstance(header, bytes):
-            header = header.decode("latin-1")
         if not header:
             return None
         parts = header.split()

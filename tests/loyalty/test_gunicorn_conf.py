@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter, set up as the WSGI module sets Django up, with nothing imported by a request.
@@ -65,3 +67,49 @@ def test_the_server_refuses_an_address_another_server_listens_on():
     assert result.returncode != 0
     if sys.platform.startswith("linux"):  # elsewhere gunicorn's own bind in the master refuses it
         assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT is used on Linux only")
+def test_a_unix_socket_stays_one_socket_shared_by_the_workers(tmp_path):
+    """Were each worker to bind the path itself, each would remove the file of the one before and only
+    the last would get connections: the kernel would list one bound socket per worker."""
+    import time
+
+    path = str(tmp_path / "web.sock")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "loyalty.settings", "DEBUG": "1", "WEB_CONCURRENCY": "3"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "loyalty" / "gunicorn_conf.py"),
+         "--bind", f"unix:{path}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _parent(int(pid)) == server.pid]
+            if len(workers) == 3 and all(_listens(pid, path) for pid in workers):
+                break
+            assert server.poll() is None and time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.2)
+        bound = [line for line in Path("/proc/net/unix").read_text().splitlines() if line.endswith(" " + path)]
+        assert len(bound) == 1, bound
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _listens(pid: int, path: str) -> bool:
+    """Whether the process has the socket bound at ``path`` open (by inode, from /proc/net/unix)."""
+    inodes = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+              if line.endswith(" " + path)}
+    try:
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link == f"socket:[{inode}]" for inode in inodes for link in fds)
