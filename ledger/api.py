@@ -15,6 +15,7 @@ from ledger.models import Entry
 from ledger.selectors import balance_by_external_id, balance_read
 from ledger.services import points_adjust
 from loyalty.api import schema
+from loyalty.api.fastpath import json_ok, plain_get_key
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
 from loyalty.api.strict import StrictQueryMixin, StrictSerializer
@@ -46,6 +47,15 @@ def transaction_output(entry: Entry) -> dict:
 
 
 class BalanceView(StrictQueryMixin, APIView):
+    def dispatch(self, request, *args, **kwargs):
+        # The API's hottest read: a plain request is answered around DRF (``loyalty.api.fastpath``).
+        key = plain_get_key(request, [kwargs["external_id"]])
+        if key is not None:
+            balance = balance_by_external_id(key.partner.program_id, kwargs["external_id"])
+            if balance is not None:
+                return json_ok(balance, self)
+        return super().dispatch(request, *args, **kwargs)
+
     @extend_schema(responses={200: schema.Balance, 404: schema.Error}, summary="A member's balance")
     def get(self, request, external_id: str):
         balance = balance_by_external_id(request.user.program_id, external_id)

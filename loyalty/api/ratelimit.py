@@ -90,14 +90,25 @@ def _from_block(bucket: str, start: int) -> int | None:
         return held[1]
 
 
+# Set on a request that ``loyalty.api.fastpath`` counted against its key's limit and found over it.
+RATE_LIMIT_WAIT = "loyalty_rate_limit_wait"
+
+
+def key_rate_limit_hit(key) -> int | None:
+    """Count one request of a partner key; the seconds to wait when it is over
+    API_RATE_LIMIT_PER_MINUTE (0 turns the limit off), else None."""
+    limit = settings.API_RATE_LIMIT_PER_MINUTE
+    return rate_limit_hit(f"key:{key.pk}", limit) if limit else None
+
+
 class PartnerKeyThrottle(BaseThrottle):
     """Per API key: API_RATE_LIMIT_PER_MINUTE requests a minute (0 turns it off)."""
 
     def allow_request(self, request, view) -> bool:
-        limit = settings.API_RATE_LIMIT_PER_MINUTE
-        if not limit or request.auth is None:
+        if request.auth is None:
             return True
-        self._wait = rate_limit_hit(f"key:{request.auth.pk}", limit)
+        # A request the fast path counted already and found over the limit is not counted twice.
+        self._wait = getattr(request, RATE_LIMIT_WAIT, None) or key_rate_limit_hit(request.auth)
         return self._wait is None
 
     def wait(self) -> float | None:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from accounts.models import PartnerAPIKey
 from campaigns.models import Redemption
 from ledger.models import Balance
 from loyalty.api.ratelimit import WINDOW_SECONDS, _redis
@@ -225,3 +226,20 @@ def test_a_limiter_that_fails_lets_the_request_through_and_its_client_is_replace
         thread.join()
         server.close()
         ratelimit._forget_client()  # the next test's client talks to the real Redis again
+
+
+def test_a_fast_balance_read_is_counted_once_and_drf_answers_its_429(program, make_member, settings, through_drf):
+    """The balance read skips DRF when it can (``loyalty.api.fastpath``) but not the key's limit; a
+    request it finds over the limit is answered by DRF's throttle without being counted again."""
+    settings.API_RATE_LIMIT_PER_MINUTE = 3
+    make_member(program, external_id="fp-1")
+    client = client_for(program, "Counted")
+    key_pk = PartnerAPIKey.objects.get(prefix=client.api_key.partition(".")[0]).pk
+    forget_bucket(f"key:{key_pk}")
+    path = "/api/v1/members/fp-1/balance"
+    assert [client.get(path).status_code for _ in range(3)] == [200, 200, 200]
+    assert through_drf == []
+    assert_throttled(client.get(path))
+    assert through_drf == [path]
+    counted = [int(_redis().get(name)) for name in _redis().scan_iter(match=f"loyalty:rl:key:{key_pk}:*")]
+    assert counted == [4]  # the refused request once, not once by the fast path and again by DRF
