@@ -129,8 +129,10 @@ class RuleUsage(models.Model):
 
     # No database foreign keys: they would lock the member's row and the rule's (the same row for
     # every batch) in every batch that counts a capped rule (see ledger.models.Operation). Django
-    # deletes a rule's usage with the rule (CASCADE).
-    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage", db_constraint=False)
+    # deletes a rule's usage with the rule (CASCADE). The rule's lookups use the unique index, which
+    # starts with it: an index of its own would only cost every write.
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="usage", db_constraint=False,
+                             db_index=False)
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     period = models.CharField(max_length=16)
     points = models.BigIntegerField(default=0)
