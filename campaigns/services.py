@@ -146,7 +146,7 @@ def redemption_create(
     if quantity < 1:
         raise InvalidRedemption("quantity must be at least 1.", param="quantity")
     with transaction.atomic(durable=True):
-        balance, existing = _lock_and_find(member, key, now)
+        balance, earlier, existing = _lock_and_find(member, key, now)
         if existing is not None:
             _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
                                 capture=capture)
@@ -158,6 +158,8 @@ def redemption_create(
             _check_reward(reward, member, quantity, now)
             points = reward.cost * quantity
             _take_stock(reward, quantity)
+        if earlier is None:  # a new key: too few points is refused before spending, not rolled back after
+            ledger.check_spendable(balance, points)
         redemption = Redemption(
             program_id=member.program_id, member=member, reward=reward, quantity=quantity, points=points,
             description=description or (reward.name if reward else "Points redeemed"), created_at=now,
@@ -187,12 +189,13 @@ def redemption_create(
     return redemption
 
 
-def _lock_and_find(member: Member, key: str, now: dt.datetime) -> tuple[Balance, Redemption | None]:
+def _lock_and_find(member: Member, key: str, now: dt.datetime) -> tuple[Balance, int | None, Redemption | None]:
     """Lock the member for spending (``ledger.lock_for_spending``: the spend below does not lock
-    again) and return the redemption made earlier with ``key``, if any: one prepared statement."""
+    again) and return the balance, the id of the operation made earlier with ``key`` and its
+    redemption, if any: one prepared statement when the key is new."""
     balance, earlier = ledger.lock_for_spending(member, key=key, now=now)
     existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
-    return balance, existing
+    return balance, earlier, existing
 
 
 def _check_same_request(existing: Redemption, *, member, reward, quantity, points, capture) -> None:

@@ -174,6 +174,13 @@ def _lock_for_spending_keyed(member: Member, now: dt.datetime, key: str | None) 
     return Balance.from_db(connection.alias, _BALANCE_ATTNAMES, columns), earlier
 
 
+def check_spendable(balance: Balance, points: int) -> None:
+    """``InsufficientPoints`` unless ``balance`` (locked) has ``points`` available. A caller that
+    knows its key is new may check before spending, and save the statement a rollback would undo."""
+    if balance.available < points:
+        raise InsufficientPoints(f"{points} points requested, {max(balance.available, 0)} available.", param="points")
+
+
 def _spending_balance(member: Member, now: dt.datetime, locked: Balance | None) -> Balance:
     """``locked`` (the caller's ``lock_for_spending`` in this transaction), else the member locked now."""
     if locked is None:
@@ -288,8 +295,7 @@ def _claim_and_spend(
         operation_id, taken = cursor.fetchone()
     if operation_id is None:
         return _earlier(member, key, request_hash)
-    if balance.available < points:
-        raise InsufficientPoints(f"{points} points requested, {max(balance.available, 0)} available.", param="points")
+    check_spendable(balance, points)
     _check_taken(taken, points)
     return _claimed(operation_id, member=member, key=key, kind=kind, request_hash=request_hash, now=now)
 

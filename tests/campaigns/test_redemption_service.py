@@ -1,0 +1,51 @@
+"""``campaigns.services.redemption_create`` below the API: what it sends to PostgreSQL when it refuses."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from campaigns.models import Redemption, Reward
+from campaigns.services import redemption_create
+from ledger.errors import IdempotencyKeyReused, InsufficientPoints
+from ledger.models import Balance, Operation
+from ledger.services import points_adjust, points_earn
+
+
+@pytest.fixture
+def member(program, make_member):
+    member = make_member(program, external_id="r-1")
+    points_earn(member=member, points=100, key="seed")
+    return member
+
+
+class Statements(list):
+    """The SQL of every statement sent through Django's connection (prepared ones too)."""
+
+    def __call__(self, execute, sql, params, many, context):
+        self.append(sql)
+        return execute(sql, params, many, context)
+
+    def spends(self) -> list[str]:
+        return [sql for sql in self if "INSERT INTO ledger_operation" in sql]
+
+
+@pytest.mark.parametrize("what", ["points", "reward"])
+def test_too_few_points_is_refused_before_anything_is_spent(program, member, what):
+    reward = Reward.objects.create(program=program, code="lamp", name="Lamp", cost=60, stock=5)
+    asked = {"points": 101} if what == "points" else {"reward": reward, "quantity": 2}
+    statements = Statements()
+    with connection.execute_wrapper(statements), pytest.raises(InsufficientPoints) as refused:
+        redemption_create(member=member, key="too-many", **asked)
+    assert statements and statements.spends() == []
+    assert refused.value.message == f"{101 if what == 'points' else 120} points requested, 100 available."
+    assert Balance.objects.get(member=member).available == 100
+    assert Reward.objects.get(pk=reward.pk).stock == 5
+    assert not Redemption.objects.exists() and not Operation.objects.filter(key="too-many").exists()
+
+
+def test_a_key_used_by_another_operation_is_still_refused_as_reused(member):
+    points_adjust(member=member, points=5, key="taken", reason="goodwill")
+    with pytest.raises(IdempotencyKeyReused):
+        redemption_create(member=member, key="taken", points=10**6)
+    assert Balance.objects.get(member=member).available == 105
