@@ -7,7 +7,13 @@ benchmarks' 10 rules and members funded with points:
 * ``events``: ``POST /api/v1/events``, one purchase each (``bench._server.purchase_event``);
 * ``points``: ``POST /api/v1/redemptions`` of 1 to 50 points, with an ``Idempotency-Key``;
 * ``coffee``: ``POST /api/v1/redemptions`` of a reward with generated voucher codes, with a key;
-* ``balance``: ``GET /api/v1/members/{id}/balance`` (the read of ``bench.api_balance``).
+* ``balance``: ``GET /api/v1/members/{id}/balance`` (the read of ``bench.api_balance``);
+* ``healthz``: ``GET /healthz``, the bare JSON endpoint ``bench.api_balance`` compares it with.
+
+With ``--wsgi`` the requests go to Django's WSGI handler directly, as gunicorn hands them over (the
+response closed, so ``request_finished`` runs), instead of through the test client, whose own
+signals and request building cost more than the cheapest requests measured here: the figures of
+``balance`` and ``healthz`` are then what a gunicorn worker spends inside Django for them.
 
 For each kind it first counts the statements one request sends to PostgreSQL (``BEGIN`` and
 ``COMMIT`` included: each is a round trip), then sends ``--warmup`` requests, then ``--chunks``
@@ -18,15 +24,20 @@ HTTP benchmarks on a busy or virtual machine. Run it from two work trees, altern
 
     DEBUG=1 .venv/bin/python -m bench.api_inprocess                  # 1,500 requests of each kind
     DEBUG=1 .venv/bin/python -m bench.api_inprocess --kinds coffee --requests 3000
+    DEBUG=1 .venv/bin/python -m bench.api_inprocess --wsgi --kinds healthz,balance --requests 6000
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
+import os
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as c  # noqa: E402
 
-KINDS = ("events", "points", "coffee", "balance")
+KINDS = ("events", "points", "coffee", "balance", "healthz")
 
 
 def request_maker(kind: str, members: int, rng: random.Random):
@@ -45,6 +56,8 @@ def request_maker(kind: str, members: int, rng: random.Random):
     now = dt.datetime.now(dt.UTC)
 
     def make():
+        if kind == "healthz":
+            return "/healthz", None, {}
         if kind == "balance":
             return f"/api/v1/members/{member_external_id(rng.randint(1, members))}/balance", None, {}
         if kind == "events":
@@ -82,6 +95,45 @@ def statements_of_one(client, make) -> list[str]:
     return seen
 
 
+class WsgiClient:
+    """Django's WSGI handler called as a WSGI server calls it; the test client's ``get`` and
+    ``post`` (those this benchmark uses), answering with the status code and the body."""
+
+    def __init__(self, **headers: str):
+        import io
+        import sys as _sys
+
+        from django.core.wsgi import get_wsgi_application
+
+        self.application = get_wsgi_application()
+        self.base = {"SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                     "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.errors": _sys.stderr,
+                     "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False, **headers}
+        self._io = io
+
+    def get(self, path: str, **headers: str):
+        return self._send("GET", path, b"", None, headers)
+
+    def post(self, path: str, data: str, content_type: str, **headers: str):
+        return self._send("POST", path, data.encode(), content_type, headers)
+
+    def _send(self, method: str, path: str, body: bytes, content_type: str | None, headers: dict):
+        import types
+
+        environ = dict(self.base, REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING="",
+                       CONTENT_LENGTH=str(len(body)), **headers)
+        environ["wsgi.input"] = self._io.BytesIO(body)
+        if content_type:
+            environ["CONTENT_TYPE"] = content_type
+        status: list[str] = []
+        result = self.application(environ, lambda line, _headers, exc_info=None: status.append(line))
+        try:
+            content = b"".join(result)
+        finally:
+            result.close()
+        return types.SimpleNamespace(status_code=int(status[0][:3]), content=content)
+
+
 def send(client, make) -> None:
     path, body, headers = make()
     if body is None:
@@ -115,6 +167,8 @@ def main(argv=None) -> None:
     parser.add_argument("--chunks", type=int, default=5, help="chunks the timed requests are split into")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests of each kind first")
     parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--wsgi", action="store_true",
+                        help="call Django's WSGI handler directly instead of the test client")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then profile each kind (cProfile, N requests) and print its top functions")
     args = parser.parse_args(argv)
@@ -123,6 +177,10 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
 
+    if args.wsgi and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # As make run and bench.api_balance run gunicorn: metrics in memory-mapped files.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-prometheus-")
+        atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], True)
     with c.bench_database(args):
         from django.db import connection
         from django.test import Client
@@ -138,13 +196,15 @@ def main(argv=None) -> None:
         member_ids = list(Member.objects.filter(program=program).values_list("id", flat=True))
         points_earn_many(program=program, requests=[EarnRequest(member_id=m, points=10**7, key=f"fund-{m}")
                                                     for m in member_ids])
-        client = Client(HTTP_AUTHORIZATION=f"Bearer {seeded.key}", HTTP_HOST="localhost")
+        client = (WsgiClient if args.wsgi else Client)(HTTP_AUTHORIZATION=f"Bearer {seeded.key}",
+                                                       HTTP_HOST="localhost")
         rng = random.Random(20261201)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid()")
             (backend,) = cursor.fetchone()
         per_chunk = max(args.requests // args.chunks, 1)
-        print(f"api_inprocess: Django's test client, {args.members:,} members, the ingest benchmarks' "
+        how = "Django's WSGI handler called directly" if args.wsgi else "Django's test client"
+        print(f"api_inprocess: {how}, {args.members:,} members, the ingest benchmarks' "
               f"{seeded.rules} rules; {args.warmup} warm-up then {args.chunks} x {per_chunk:,} requests of each kind")
         for kind in kinds:
             make = request_maker(kind, args.members, rng)
