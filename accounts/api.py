@@ -8,13 +8,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Member
-from accounts.services import member_create, member_update
+from accounts.services import MemberNotFound, member_create, member_update
 from ledger.selectors import balance_output, balance_read, expiring_by_member
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.strict import STORABLE_JSON_HELP, StrictQueryMixin, StrictSerializer, storable_json
-from loyalty.errors import NotFound
 
 WS = schema.WHITESPACE  # Python's \s, spelled so that the schema's (ECMA) regex means the same
 
@@ -22,10 +21,6 @@ WS = schema.WHITESPACE  # Python's \s, spelled so that the schema's (ECMA) regex
 def EmailField(**kwargs) -> serializers.RegexField:  # noqa: N802 - a field factory
     """Lenient on purpose (``a@b.c`` is accepted): partners' systems hold all sorts of addresses."""
     return serializers.RegexField(rf"^[^@{WS}]+@[^@{WS}]+\.[^@{WS}]+\Z", **kwargs)
-
-
-class MemberNotFound(NotFound):
-    code = "member_not_found"
 
 
 def member_get(request, external_id: str) -> Member:

@@ -8,11 +8,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, PartnerAPIKey, Program
-from loyalty.errors import Conflict
+from loyalty.errors import Conflict, NotFound
 
 
 class MemberExists(Conflict):
     code = "member_exists"
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
 
 
 def member_create(

@@ -12,7 +12,6 @@ from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import member_get
 from campaigns import services
 from campaigns.models import Redemption, Reward
 from ledger.selectors import balance_read
@@ -21,7 +20,6 @@ from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.ratelimit import rate_limit_hit
 from loyalty.api.strict import StrictQueryMixin, StrictSerializer
-from loyalty.db import prepared_get
 
 
 class RewardOut(serializers.Serializer):
@@ -119,21 +117,18 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        member = member_get(request, values["member_id"])
         program = request.user.program
         if program.redemption_limit_per_minute:
-            wait = rate_limit_hit(f"member-redeem:{member.pk}", program.redemption_limit_per_minute)
+            wait = rate_limit_hit(f"member-redeem:{program.pk}:{values['member_id']}",
+                                  program.redemption_limit_per_minute)
             if wait is not None:
                 raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
-        reward = None
-        if "reward" in values:
-            reward = prepared_get(Reward, "program_id = %s::bigint AND code = %s::text", [program.pk, values["reward"]])
-            if reward is None:
-                raise services.RewardNotFound(f"No reward {values['reward']!r}.", param="reward")
+        # The member and the reward are found under the member's lock, by the statements that
+        # lock and read them (404 for either, the member first).
         redemption = services.redemption_create(
-            member=member, reward=reward, quantity=values["quantity"], points=values.get("points"),
-            description=values["description"], capture=values["capture"],
-            key=self.operation_key(request) or f"api-redeem:{uuid.uuid4()}",
+            program=program, member_external_id=values["member_id"], reward_code=values.get("reward"),
+            quantity=values["quantity"], points=values.get("points"), description=values["description"],
+            capture=values["capture"], key=self.operation_key(request) or f"api-redeem:{uuid.uuid4()}",
         )
         return Response(redemption_output(redemption), status=status.HTTP_201_CREATED)
 

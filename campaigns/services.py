@@ -15,7 +15,8 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from accounts.models import Member
+from accounts.models import Member, Program
+from accounts.services import MemberNotFound
 from campaigns.models import Redemption, Reward, VoucherCode
 from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
@@ -134,27 +135,39 @@ def _vouchers_give(redemption: Redemption, codes: list[str], pool_ids: list[int]
 
 
 def redemption_create(
-    *, member: Member, key: str, reward: Reward | None = None, quantity: int = 1, points: int | None = None,
+    *, key: str, member: Member | None = None, program: Program | None = None, member_external_id: str = "",
+    reward: Reward | None = None, reward_code: str | None = None, quantity: int = 1, points: int | None = None,
     description: str = "", capture: bool = True, now: dt.datetime | None = None,
 ) -> Redemption:
     """Redeem a reward (``quantity`` x its cost) or a number of ``points``; captured at once,
     or held (``capture=False``) until captured, voided or timed out. A new redemption carries
-    ``balance_after``: the member's balance (``ledger.selectors.balance_read``) as it left it."""
+    ``balance_after``: the member's balance (``ledger.selectors.balance_read``) as it left it.
+
+    The member is ``member``, or the ``program``'s member ``member_external_id``, found by the
+    statement that locks it (``MemberNotFound``); the reward is ``reward``, or the program's reward
+    ``reward_code`` (``RewardNotFound``), read once the member is locked, as it is then."""
     now = now or timezone.now()
-    if (reward is None) == (points is None):
+    if (reward is None and reward_code is None) == (points is None):
         raise InvalidRedemption("Give either a reward or a number of points.", param="reward")
     if quantity < 1:
         raise InvalidRedemption("quantity must be at least 1.", param="quantity")
     with transaction.atomic(durable=True):
-        balance, earlier, existing = _lock_and_find(member, key, now)
+        member, balance, earlier = _lock(member, program, member_external_id, key, now)
+        if reward_code is not None:  # as it is now
+            reward = prepared_get(Reward, "program_id = %s::bigint AND code = %s::text",
+                                  [member.program_id, reward_code])
+            if reward is None:
+                raise RewardNotFound(f"No reward {reward_code!r}.", param="reward")
+        existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
         if existing is not None:
             _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
                                 capture=capture)
             return existing
         if reward is not None:
-            reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now
-            if reward is None:
-                raise RewardNotFound("The reward no longer exists.", param="reward")
+            if reward_code is None:
+                reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now
+                if reward is None:
+                    raise RewardNotFound("The reward no longer exists.", param="reward")
             _check_reward(reward, member, quantity, now)
             points = reward.cost * quantity
             _take_stock(reward, quantity)
@@ -189,13 +202,19 @@ def redemption_create(
     return redemption
 
 
-def _lock_and_find(member: Member, key: str, now: dt.datetime) -> tuple[Balance, int | None, Redemption | None]:
-    """Lock the member for spending (``ledger.lock_for_spending``: the spend below does not lock
-    again) and return the balance, the id of the operation made earlier with ``key`` and its
-    redemption, if any: one prepared statement when the key is new."""
-    balance, earlier = ledger.lock_for_spending(member, key=key, now=now)
-    existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
-    return balance, earlier, existing
+def _lock(member: Member | None, program: Program | None, external_id: str, key: str,
+          now: dt.datetime) -> tuple[Member, Balance, int | None]:
+    """The member locked for spending (``ledger.lock_for_spending``: the spend below does not lock
+    again), its balance and the id of the operation made earlier with ``key``, if any: one
+    prepared statement when nothing is due, the member found by external id included."""
+    if member is not None:
+        return (member, *ledger.lock_for_spending(member, key=key, now=now))
+    found = ledger.member_lock_for_spending(program.pk, external_id, key=key, now=now)
+    if found is None:
+        raise MemberNotFound(f"No member {external_id!r}.", param="member_id")
+    member = found[0]
+    member.program = program  # the hold timeout is read from here
+    return found
 
 
 def _check_same_request(existing: Redemption, *, member, reward, quantity, points, capture) -> None:

@@ -139,6 +139,18 @@ _LOCK_FOR_SPENDING_KEYED_SQL = _LOCK_FOR_SPENDING_SQL.replace(
     "\nFROM ledger_balance b",
 )
 
+_MEMBER_COLUMNS = [field.column for field in Member._meta.concrete_fields]
+
+# The same again, of the program's member with an external id, with the member's columns first
+# (``member_lock_for_spending``).
+_MEMBER_LOCK_FOR_SPENDING_SQL = _LOCK_FOR_SPENDING_KEYED_SQL.replace(
+    "\nSELECT ", f"\nSELECT {', '.join(f'm.{column}' for column in _MEMBER_COLUMNS)},\n       ", 1,
+).replace(
+    "FROM ledger_balance b WHERE b.member_id = %(member)s::bigint",
+    "FROM accounts_member m JOIN ledger_balance b ON b.member_id = m.id\n"
+    "WHERE m.program_id = %(program)s::bigint AND m.external_id = %(external_id)s::text",
+)
+
 
 def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     """Lock the member, and settle what is due first: lots past expiry expire, lots whose
@@ -155,6 +167,25 @@ def lock_for_spending(member: Member, *, key: str, now: dt.datetime | None = Non
     return _lock_for_spending_keyed(member, now or timezone.now(), key)
 
 
+def member_lock_for_spending(
+    program_id: int, external_id: str, *, key: str, now: dt.datetime | None = None,
+) -> tuple[Member, Balance, int | None] | None:
+    """``lock_for_spending`` of the program's member with this external id, found by the same
+    statement: (member, balance, id of the operation made with ``key`` or None), or None when the
+    program has no such member."""
+    now = now or timezone.now()
+    with prepared_cursor() as cursor:
+        cursor.execute(_MEMBER_LOCK_FOR_SPENDING_SQL,
+                       {"program": program_id, "external_id": external_id, "now": now, "key": key})
+        row = cursor.fetchone()
+    if row is None:  # no such member, or one without a balance row yet
+        member = Member.objects.by_external_id(program_id, external_id)
+        return None if member is None else (member, *_lock_for_spending_keyed(member, now, key))
+    split = len(_MEMBER_COLUMNS)
+    member = model_from_row(Member, row[:split])
+    return (member, *_settled(member, row[split:], now, key))
+
+
 def _lock_for_spending_keyed(member: Member, now: dt.datetime, key: str | None) -> tuple[Balance, int | None]:
     with prepared_cursor() as cursor:
         if key is None:
@@ -165,6 +196,12 @@ def _lock_for_spending_keyed(member: Member, now: dt.datetime, key: str | None) 
     if row is None:  # no balance row yet: make it, then lock it as any other
         _lock_balance(member)
         return _lock_for_spending_keyed(member, now, key)
+    return _settled(member, row, now, key)
+
+
+def _settled(member: Member, row: tuple, now: dt.datetime, key: str | None) -> tuple[Balance, int | None]:
+    """The balance and the keyed operation from a row of a lock-for-spending statement, after
+    settling what it says is due (lots to mature or to expire)."""
     earlier = row[-1] if key is not None else None
     *columns, to_mature, to_expire = row[:-1] if key is not None else row
     moved = upkeep.mature_locked_members([member.pk], now=now) if to_mature else 0
@@ -364,8 +401,6 @@ def members_lock(member_ids: Sequence[int], *, skip_locked: bool = False) -> dic
         balances = [Balance.from_db(connection.alias, _BALANCE_ATTNAMES, row) for row in cursor.fetchall()]
     return {balance.member_id: balance for balance in balances}
 
-
-_MEMBER_COLUMNS = [field.column for field in Member._meta.concrete_fields]
 
 _MEMBER_LOCK_SQL = f"""
 SELECT {", ".join(f"m.{column}" for column in _MEMBER_COLUMNS)},

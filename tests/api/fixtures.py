@@ -206,3 +206,14 @@ def snapshot(program) -> dict:
 def make_client(db):
     """A partner key (and client) of ``program``: ``make_client(program, name)``."""
     return client_for
+
+
+class Statements(list):
+    """The SQL of every statement sent through Django's connection (prepared ones too)."""
+
+    def __call__(self, execute, sql, params, many, context):
+        self.append(sql)
+        return execute(sql, params, many, context)
+
+    def spends(self) -> list[str]:
+        return [sql for sql in self if "INSERT INTO ledger_operation" in sql]

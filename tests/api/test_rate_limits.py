@@ -74,8 +74,8 @@ def test_per_member_redemption_limit(program, make_member, api):
     program.save()
     member = make_member(program, external_id="c-1")
     other = make_member(program, external_id="c-2")
-    forget_bucket(f"member-redeem:{member.pk}")
-    forget_bucket(f"member-redeem:{other.pk}")
+    forget_bucket(f"member-redeem:{program.pk}:c-1")
+    forget_bucket(f"member-redeem:{program.pk}:c-2")
     earn(member, 1000)
     earn(other, 1000)
     second_partner = client_for(program, "Web shop")
@@ -97,7 +97,7 @@ def test_per_member_redemption_limit(program, make_member, api):
 def test_per_member_limit_is_off_by_default(program, make_member, api):
     assert program.redemption_limit_per_minute is None
     member = make_member(program, external_id="c-1")
-    forget_bucket(f"member-redeem:{member.pk}")
+    forget_bucket(f"member-redeem:{program.pk}:c-1")
     earn(member, 1000)
     for _ in range(12):
         assert api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json").status_code == 201
@@ -110,12 +110,12 @@ def test_a_redemption_refused_by_the_member_limit_can_be_retried_with_its_key(pr
     program.redemption_limit_per_minute = 1
     program.save()
     member = make_member(program, external_id="c-1")
-    forget_bucket(f"member-redeem:{member.pk}")
+    forget_bucket(f"member-redeem:{program.pk}:c-1")
     earn(member, 1000)
     assert api.post("/api/v1/redemptions", {"member_id": "c-1", "points": 10}, format="json").status_code == 201
     body = {"member_id": "c-1", "points": 20}
     assert_throttled(api.post("/api/v1/redemptions", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me"))
-    forget_bucket(f"member-redeem:{member.pk}")  # the next window
+    forget_bucket(f"member-redeem:{program.pk}:c-1")  # the next window
     again = api.post("/api/v1/redemptions", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
     assert again.status_code == 201, (again.status_code, again.json(), again.get("Idempotent-Replayed"))
     assert Balance.objects.get(member=member).available == 970

@@ -52,3 +52,32 @@ def test_pool_codes_are_reserved_by_holds_and_freed_by_voids(api, program, funde
     api.post(f"/api/v1/redemptions/{held.json()['id']}/void")
     again = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "cinema"}, format="json")
     assert again.status_code == 201 and again.json()["voucher_code"] == "ONLY-ONE"
+
+
+def test_a_redemption_finds_its_member_by_the_statement_that_locks_it_and_reads_its_reward_once(
+        api, program, funded):
+    from django.db import connection
+
+    from tests.api.fixtures import Statements
+
+    Reward.objects.create(program=program, code="free-coffee", name="Free coffee", cost=150)
+    for body in ({"member_id": "c-1", "points": 10}, {"member_id": "c-1", "reward": "free-coffee"}):
+        statements = Statements()
+        with connection.execute_wrapper(statements):
+            assert api.post("/api/v1/redemptions", body, format="json").status_code == 201
+        lookups = [sql for sql in statements if "external_id = " in sql]
+        assert len(lookups) == 1 and "JOIN ledger_balance" in lookups[0] and "FOR UPDATE OF b" in lookups[0]
+        rewards = [sql for sql in statements if "campaigns_reward" in sql and sql.lstrip().startswith("SELECT")]
+        assert len(rewards) == ("reward" in body)
+
+
+def test_an_unknown_member_is_404_before_an_unknown_reward_and_nothing_is_written(api, program, funded):
+    from ledger.models import Operation
+
+    before = Operation.objects.count()
+    for body in ({"member_id": "ghost", "reward": "nope"}, {"member_id": "ghost", "points": 5}):
+        response = api.post("/api/v1/redemptions", body, format="json")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "member_not_found"
+    response = api.post("/api/v1/redemptions", {"member_id": "c-1", "reward": "nope"}, format="json")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "reward_not_found"
+    assert Operation.objects.count() == before

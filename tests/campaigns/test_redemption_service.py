@@ -10,6 +10,7 @@ from campaigns.services import redemption_create
 from ledger.errors import IdempotencyKeyReused, InsufficientPoints
 from ledger.models import Balance, Operation
 from ledger.services import points_adjust, points_earn
+from tests.api.fixtures import Statements
 
 
 @pytest.fixture
@@ -17,17 +18,6 @@ def member(program, make_member):
     member = make_member(program, external_id="r-1")
     points_earn(member=member, points=100, key="seed")
     return member
-
-
-class Statements(list):
-    """The SQL of every statement sent through Django's connection (prepared ones too)."""
-
-    def __call__(self, execute, sql, params, many, context):
-        self.append(sql)
-        return execute(sql, params, many, context)
-
-    def spends(self) -> list[str]:
-        return [sql for sql in self if "INSERT INTO ledger_operation" in sql]
 
 
 @pytest.mark.parametrize("what", ["points", "reward"])
