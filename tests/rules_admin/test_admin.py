@@ -318,3 +318,22 @@ def test_inbox_changelist_queries_do_not_grow_with_events(admin_client, program,
         response = admin_client.get(url)
     assert response.context["cl"].result_count == 6
     assert len(six) == len(one)
+
+
+def test_inbox_pages_come_from_an_index_with_and_without_the_program_filter(admin_client, program, member,
+                                                                           rejected_event, make_program):
+    """Newest first without sorting the table: by primary key across programs, by event_recent
+    (program, received_at) within one."""
+    other = make_program(enroll_on_first_event=True)  # two programs: the admin then offers the filter
+    url = reverse("admin:rules_inboundevent_changelist")
+    event_submit(program=program, partner=None, payload=purchase("e-new", member.external_id))
+    event_submit(program=other, partner=None, payload=purchase("e-other", "someone"))
+    every = admin_client.get(url).context["cl"]
+    mine = admin_client.get(url, {"program__id__exact": program.pk}).context["cl"]
+    assert [event.event_id for event in every.result_list] == ["e-other", "e-new", rejected_event.event_id]
+    assert [event.event_id for event in mine.result_list] == ["e-new", rejected_event.event_id]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be read whole otherwise
+    plan = every.queryset.explain()
+    assert "Index Scan Backward using rules_inboundevent_pkey" in plan and "Sort" not in plan, plan
+    assert "event_recent" in mine.queryset.explain()
