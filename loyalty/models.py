@@ -17,6 +17,8 @@ class IdempotencyRecord(models.Model):
     request_hash = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
     response_status = models.PositiveSmallIntegerField(null=True)
+    # The body's text as it was sent, a JSON string (``loyalty.api.idempotency``); records stored
+    # before the text was kept hold the body as a JSON value.
     response_body = models.JSONField(null=True)
     created_at = models.DateTimeField()
     locked_at = models.DateTimeField()

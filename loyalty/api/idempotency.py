@@ -17,6 +17,7 @@ import json
 
 from django.conf import settings
 from django.db import connection
+from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -68,7 +69,7 @@ ON CONFLICT (program_id, key) DO NOTHING RETURNING id
 
 _DONE_SQL = f"""{_ASYNC_COMMIT}
 UPDATE loyalty_idempotencyrecord SET state = 'done', response_status = %(status)s::integer,
-       response_body = %(body)s::jsonb
+       response_body = to_jsonb(%(body)s::text)
 FROM async_commit WHERE id = %(id)s::bigint
 """
 
@@ -87,7 +88,7 @@ def _bookkeep(sql: str, params: dict) -> tuple | None:
         return cursor.fetchone() if cursor.description else None
 
 
-def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> IdempotencyRecord | Response:
+def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> IdempotencyRecord | HttpResponse:
     """Claim ``key``; or the stored response to replay; or raise in-use / reused."""
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
@@ -100,7 +101,7 @@ def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> Idempo
             "This Idempotency-Key was used with a different request.", param="Idempotency-Key"
         )
     if record.state == IdempotencyRecord.State.DONE:
-        response = Response(record.response_body, status=record.response_status)
+        response = _stored_response(record)
         response["Idempotent-Replayed"] = "true"
         return response
     taken = IdempotencyRecord.objects.filter(
@@ -111,6 +112,17 @@ def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> Idempo
     raise IdempotencyKeyInUse(
         "A request with this Idempotency-Key is still being processed.", param="Idempotency-Key"
     )
+
+
+def _stored_response(record: IdempotencyRecord) -> HttpResponse:
+    """The first response again. Its body is kept as the text that was sent (a JSON string in the
+    ``jsonb`` column), so that a replay is the same bytes: stored as a JSON value, its keys would
+    come back in ``jsonb``'s order. Records stored as a value (before the text was kept) are
+    rendered again from it."""
+    body = record.response_body
+    if isinstance(body, str):
+        return HttpResponse(body.encode(), status=record.response_status, content_type="application/json")
+    return Response(body, status=record.response_status)
 
 
 class IdempotentMixin:
@@ -125,7 +137,7 @@ class IdempotentMixin:
         if not 1 <= len(key) <= 255:
             raise InvalidIdempotencyKey("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
         claimed = idempotency_claim(program_id=request.user.program_id, key=key, request_hash=_request_hash(request))
-        if isinstance(claimed, Response):
+        if isinstance(claimed, HttpResponse):
             raise _Replay(claimed)
         self._idempotency_record = claimed
 

@@ -90,6 +90,8 @@ def test_replay_returns_the_first_response_and_changes_nothing(world, case, path
         replay = post(world.api, path, body, key=f"k-{case}")
         assert replay.status_code == first.status_code, replay.json()
         assert replay.json() == first.json()
+        assert replay.content == first.content  # the same bytes, keys in the same order
+        assert replay["Content-Type"] == first["Content-Type"]
         assert replay[REPLAYED] == "true"
         assert snapshot(world.program) == after_first
     assert run_audit() == []
@@ -148,8 +150,19 @@ def test_an_error_response_is_replayed_too(world):
     assert_error(first, 422, "insufficient_points")
     earn(world.member, 10**6)
     replay = post(world.api, "/api/v1/redemptions", body, key="too-much")
-    assert (replay.status_code, replay.json(), replay[REPLAYED]) == (422, first.json(), "true")
+    assert (replay.status_code, replay.content, replay[REPLAYED]) == (422, first.content, "true")
     assert not Redemption.objects.filter(points=10**6).exists()
+
+
+def test_a_response_stored_as_a_json_value_is_still_replayed(world):
+    """Records written before bodies were kept as text hold the body as a JSON value."""
+    from loyalty.models import IdempotencyRecord
+
+    body = {"member_id": "c-1", "points": 5, "reason": "x"}
+    first = post(world.api, "/api/v1/adjustments", body, key="old-style")
+    IdempotencyRecord.objects.filter(key="old-style").update(response_body=first.json())
+    replay = post(world.api, "/api/v1/adjustments", body, key="old-style")
+    assert (replay.status_code, replay.json(), replay[REPLAYED]) == (first.status_code, first.json(), "true")
 
 
 def test_keys_are_per_program(world, make_program, make_member):
