@@ -17,7 +17,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.models import PartnerAPIKey
 from loyalty.api.authentication import PartnerKeyAuthentication
-from loyalty.api.ratelimit import RATE_LIMIT_WAIT, key_rate_limit_hit
+from loyalty.api.ratelimit import RATE_LIMIT_COUNTED, key_rate_limit_hit
 from loyalty.api.renderers import JSONRenderer
 from loyalty.jsontext import unstorable
 
@@ -44,10 +44,10 @@ def plain_get_key(request, path_values) -> PartnerAPIKey | None:
         return None
     key = found[1]
     wait = key_rate_limit_hit(key)
-    if wait is not None:
-        setattr(request, RATE_LIMIT_WAIT, wait)  # DRF's throttle answers 429, counting nothing more
-        return None
-    return key
+    # Should DRF answer it after all (over the limit: 429; no such member: 404), its throttle
+    # takes this count instead of counting the request again.
+    setattr(request, RATE_LIMIT_COUNTED, wait)
+    return key if wait is None else None
 
 
 def json_ok(data, view) -> HttpResponse:

@@ -90,8 +90,10 @@ def _from_block(bucket: str, start: int) -> int | None:
         return held[1]
 
 
-# Set on a request that ``loyalty.api.fastpath`` counted against its key's limit and found over it.
-RATE_LIMIT_WAIT = "loyalty_rate_limit_wait"
+# Set on a request that ``loyalty.api.fastpath`` counted against its key's limit before handing it to
+# DRF: the seconds to wait, or None when it was within the limit.
+RATE_LIMIT_COUNTED = "loyalty_rate_limit_counted"
+_UNCOUNTED = object()
 
 
 def key_rate_limit_hit(key) -> int | None:
@@ -107,8 +109,8 @@ class PartnerKeyThrottle(BaseThrottle):
     def allow_request(self, request, view) -> bool:
         if request.auth is None:
             return True
-        # A request the fast path counted already and found over the limit is not counted twice.
-        self._wait = getattr(request, RATE_LIMIT_WAIT, None) or key_rate_limit_hit(request.auth)
+        counted = getattr(request, RATE_LIMIT_COUNTED, _UNCOUNTED)  # by the fast path: not counted twice
+        self._wait = key_rate_limit_hit(request.auth) if counted is _UNCOUNTED else counted
         return self._wait is None
 
     def wait(self) -> float | None:

@@ -243,3 +243,17 @@ def test_a_fast_balance_read_is_counted_once_and_drf_answers_its_429(program, ma
     assert through_drf == [path]
     counted = [int(_redis().get(name)) for name in _redis().scan_iter(match=f"loyalty:rl:key:{key_pk}:*")]
     assert counted == [4]  # the refused request once, not once by the fast path and again by DRF
+
+
+def test_a_balance_read_of_an_unknown_member_is_counted_once(program, settings, through_drf):
+    """The fast path counts the request, finds no member and hands it to DRF for the 404: DRF's
+    throttle takes that count rather than counting the request again."""
+    settings.API_RATE_LIMIT_PER_MINUTE = 3
+    client = client_for(program, "Lost")
+    key_pk = PartnerAPIKey.objects.get(prefix=client.api_key.partition(".")[0]).pk
+    forget_bucket(f"key:{key_pk}")
+    for _ in range(2):
+        assert client.get("/api/v1/members/nobody/balance").status_code == 404
+    assert through_drf == ["/api/v1/members/nobody/balance"] * 2
+    counted = [int(_redis().get(name)) for name in _redis().scan_iter(match=f"loyalty:rl:key:{key_pk}:*")]
+    assert counted == [2]
