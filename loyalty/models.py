@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from accounts.models import Program
+from accounts.models import Partner, Program
 
 
 class IdempotencyRecord(models.Model):
@@ -13,6 +13,10 @@ class IdempotencyRecord(models.Model):
         DONE = "done"
 
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    # A key belongs to the partner that sent it: two partners of one program may use the same key.
+    # Null only for records made before keys were kept per partner (they are never matched again).
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+", null=True,
+                                db_constraint=False, db_index=False)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
@@ -25,7 +29,7 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["program", "key"], name="idempotency_key_unique_per_program"),
+            models.UniqueConstraint(fields=["partner", "key"], name="idempotency_key_unique_per_partner"),
         ]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 

@@ -61,10 +61,11 @@ def _request_hash(request) -> str:
 _ASYNC_COMMIT = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
 
 _CLAIM_SQL = f"""{_ASYNC_COMMIT}
-INSERT INTO loyalty_idempotencyrecord (program_id, key, request_hash, state, created_at, locked_at)
-SELECT %(program)s::bigint, %(key)s::text, %(hash)s::text, 'in_progress', %(now)s::timestamptz, %(now)s::timestamptz
+INSERT INTO loyalty_idempotencyrecord (program_id, partner_id, key, request_hash, state, created_at, locked_at)
+SELECT %(program)s::bigint, %(partner)s::bigint, %(key)s::text, %(hash)s::text, 'in_progress',
+       %(now)s::timestamptz, %(now)s::timestamptz
 FROM async_commit
-ON CONFLICT (program_id, key) DO NOTHING RETURNING id
+ON CONFLICT (partner_id, key) DO NOTHING RETURNING id
 """
 
 _DONE_SQL = f"""{_ASYNC_COMMIT}
@@ -88,14 +89,18 @@ def _bookkeep(sql: str, params: dict) -> tuple | None:
         return cursor.fetchone() if cursor.description else None
 
 
-def idempotency_claim(*, program_id: int, key: str, request_hash: str) -> IdempotencyRecord | HttpResponse:
-    """Claim ``key``; or the stored response to replay; or raise in-use / reused."""
+def idempotency_claim(*, partner, key: str, request_hash: str) -> IdempotencyRecord | HttpResponse:
+    """Claim ``key`` for ``partner``; or the stored response to replay; or raise in-use / reused.
+    Keys are the partner's own: another partner of the program never sees them."""
+    program_id = partner.program_id
     now = timezone.now()
     stale = now - dt.timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS)
-    row = _bookkeep(_CLAIM_SQL, {"program": program_id, "key": key, "hash": request_hash, "now": now})
+    row = _bookkeep(_CLAIM_SQL, {"program": program_id, "partner": partner.pk, "key": key, "hash": request_hash,
+                                 "now": now})
     if row:
-        return IdempotencyRecord(id=row[0], program_id=program_id, key=key, request_hash=request_hash)
-    record = IdempotencyRecord.objects.get(program_id=program_id, key=key)
+        return IdempotencyRecord(id=row[0], program_id=program_id, partner_id=partner.pk, key=key,
+                                 request_hash=request_hash)
+    record = IdempotencyRecord.objects.get(partner_id=partner.pk, key=key)
     if record.request_hash != request_hash:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request.", param="Idempotency-Key"
@@ -136,17 +141,18 @@ class IdempotentMixin:
             return
         if not 1 <= len(key) <= 255:
             raise InvalidIdempotencyKey("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
-        claimed = idempotency_claim(program_id=request.user.program_id, key=key, request_hash=_request_hash(request))
+        claimed = idempotency_claim(partner=request.user, key=key, request_hash=_request_hash(request))
         if isinstance(claimed, HttpResponse):
             raise _Replay(claimed)
         self._idempotency_record = claimed
 
     def operation_key(self, request, suffix: str = "") -> str | None:
-        """A ledger operation key derived from the request's Idempotency-Key, if it has one."""
+        """A ledger operation key derived from the request's Idempotency-Key and its partner, if it
+        has a key (two partners' equal keys are two operations)."""
         key = request.headers.get(HEADER)
         if not key:
             return None
-        return f"idem:{hashlib.sha256(key.encode()).hexdigest()}{suffix}"
+        return f"idem:{hashlib.sha256(f'{request.user.pk}:{key}'.encode()).hexdigest()}{suffix}"
 
     def handle_exception(self, exc):
         if isinstance(exc, _Replay):

@@ -18,7 +18,7 @@ from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.models import Member
+from accounts.models import Member, Partner
 from campaigns import services as campaigns
 from campaigns.models import Redemption, Reward
 from ledger.audit import run_audit
@@ -144,6 +144,29 @@ def test_a_long_key_works_on_ledger_writes(world, length):
     assert response.status_code == 201, response.json()
 
 
+def test_a_key_is_the_partners_own_not_the_programs(world):
+    """Two partners of one program may use the same key: neither gets the other's response (a
+    webhook endpoint's secret, say), and the ledger posts each one's request."""
+    shop = client_for(world.program, "Web shop")
+    pos_hook = post(world.api, "/api/v1/webhook_endpoints", {"url": "https://pos.example.com/hook"}, key="k-1")
+    shop_hook = post(shop, "/api/v1/webhook_endpoints", {"url": "https://pos.example.com/hook"}, key="k-1")
+    assert (pos_hook.status_code, shop_hook.status_code) == (201, 201)
+    assert shop_hook.get(REPLAYED) is None
+    assert shop_hook.json()["secret"] != pos_hook.json()["secret"]
+
+    body = {"member_id": "c-1", "points": 7, "reason": "goodwill"}
+    assert post(world.api, "/api/v1/adjustments", body, key="k-2").status_code == 201
+    other_body = {**body, "points": 8}
+    shop_adjust = post(shop, "/api/v1/adjustments", other_body, key="k-2")  # not "reused": not its key
+    assert (shop_adjust.status_code, shop_adjust.get(REPLAYED)) == (201, None), shop_adjust.json()
+    same_body = post(shop, "/api/v1/adjustments", body, key="k-3")
+    again = post(world.api, "/api/v1/adjustments", body, key="k-3")
+    assert (same_body.status_code, again.status_code, again.get(REPLAYED)) == (201, 201, None)
+    points = sorted(Entry.objects.filter(member=world.member, kind="adjust").values_list("points", flat=True))
+    assert points == [7, 7, 7, 8]
+    assert run_audit() == []
+
+
 def test_an_error_response_is_replayed_too(world):
     body = {"member_id": "c-1", "points": 10**6}
     first = post(world.api, "/api/v1/redemptions", body, key="too-much")
@@ -189,8 +212,9 @@ def test_without_a_key_each_post_is_new(world):
 def claim_row(world, path, body, key, *, locked_at):
     data = {} if body is None else body  # DRF's request.data of an empty POST is {}
     request_hash = _request_hash(SimpleNamespace(method="POST", path=path, data=data))
-    return IdempotencyRecord.objects.create(program=world.program, key=key, request_hash=request_hash,
-                                            created_at=locked_at, locked_at=locked_at)
+    partner = Partner.objects.get(program=world.program, name="POS")
+    return IdempotencyRecord.objects.create(program=world.program, partner=partner, key=key,
+                                            request_hash=request_hash, created_at=locked_at, locked_at=locked_at)
 
 
 @pytest.mark.parametrize(("case", "path", "body", "other"), POSTS, ids=IDS)
