@@ -7,6 +7,9 @@ import re
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models.base import ModelState
 
+# SQLSTATE of a number beyond its column's type (points balances are 32-bit integers).
+NUMERIC_VALUE_OUT_OF_RANGE = "22003"
+
 _server_binding_cursor = None
 
 

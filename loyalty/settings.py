@@ -249,6 +249,9 @@ X_FRAME_OPTIONS = "DENY"
 
 # Partner API
 API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60000)
+# The largest request body accepted (Django's DATA_UPLOAD_MAX_MEMORY_SIZE): a batch of 1,000 events
+# with many lines each runs to a few megabytes. Larger bodies are refused with 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 16 * 1024 * 1024)
 # How long a process may reuse an API key it has read (a revoked key stops working within this).
 API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5)
 # How long a process may reuse the list of endpoints subscribed to an event type.

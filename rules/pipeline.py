@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import OperationalError, connection, transaction
+from django.db import DataError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, Program
@@ -23,7 +23,7 @@ from ledger import services as ledger
 from ledger.models import Balance, Operation
 from ledger.selectors import balance_read
 from ledger.services import EarnRequest, Source
-from loyalty.db import pg_int_array, prepared_cursor, prepared_update
+from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE, pg_int_array, prepared_cursor, prepared_update
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
@@ -174,17 +174,57 @@ def event_submit(*, program: Program, partner: Partner | None, payload: object) 
     now = timezone.now()
     payload, unstorable = keepable(payload)
     event_id = None if unstorable else _event_id(payload)
+    try:
+        with transaction.atomic(durable=True):
+            event, created = _store_one(program, partner, payload, event_id, now)
+            if not created and event.status != InboundEvent.Status.REJECTED:
+                return Submission(event, False)
+            event.payload, event.received_at = payload, now
+            _process_inline(program, event, now, invalid=unstorable)
+            # Read under the member's lock: the balance this event left, not a later one's.
+            processed = event.status == InboundEvent.Status.PROCESSED and event.member_id is not None
+            balance = balance_read(event.member) if processed else None
+    except OperationalError:
+        raise  # a dropped connection or a deadlock: nothing was kept, the partner's retry is answered anew
+    except Exception as exc:
+        # Anything else (a bug, or points beyond what the ledger stores) rolled back the event with
+        # its processing: keep it as ``failed`` with the reason, then let the caller answer the error.
+        logger.exception("event %r of program %s failed", event_id, program.pk)
+        event = _keep_failed(program, partner, payload, event_id, now, exc)
+        metrics.observe(program, [event], now)
+        raise
+    metrics.observe(program, [event], now)
+    return Submission(event, True, balance)
+
+
+def failure_error(exc: Exception) -> dict:
+    """The ``error`` of an event whose processing raised ``exc``."""
+    if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_VALUE_OUT_OF_RANGE:
+        return {"type": "invalid_request_error", "code": "value_out_of_range", "param": None,
+                "message": "The points this event would earn, or the balance it would leave, are out of range."}
+    return {"type": "api_error", "code": "processing_failed", "message": str(exc)[:500], "param": None}
+
+
+def _keep_failed(program, partner, payload, event_id, now, exc) -> InboundEvent:
     with transaction.atomic(durable=True):
         event, created = _store_one(program, partner, payload, event_id, now)
         if not created and event.status != InboundEvent.Status.REJECTED:
-            return Submission(event, False)
+            return event  # a twin request stored it meanwhile
         event.payload, event.received_at = payload, now
-        _process_inline(program, event, now, invalid=unstorable)
-        # Read under the member's lock: the balance this event left, not a later one's.
-        processed = event.status == InboundEvent.Status.PROCESSED and event.member_id is not None
-        balance = balance_read(event.member) if processed else None
-    metrics.observe(program, [event], now)
-    return Submission(event, True, balance)
+        event.status, event.error, event.processed_at = InboundEvent.Status.FAILED, failure_error(exc), now
+        event.awards, event.trace, event.points = [], [], 0
+        _name_from_payload(event)
+        prepared_update(event)
+    return event
+
+
+def _name_from_payload(event: InboundEvent) -> None:
+    """The type and member an event that was not processed names, as far as its payload says."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    if not event.type and isinstance(payload.get("type"), str):
+        event.type = payload["type"][:64]
+    if not event.member_external_id and isinstance(payload.get("member_id"), str):
+        event.member_external_id = payload["member_id"][:255]
 
 
 def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, bool]:
@@ -247,11 +287,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
     except EventInvalid as exc:
         event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
         event.awards, event.trace, event.points = [], [], 0
-        payload = event.payload if isinstance(event.payload, dict) else {}
-        if not event.type and isinstance(payload.get("type"), str):
-            event.type = payload["type"][:64]
-        if not event.member_external_id and isinstance(payload.get("member_id"), str):
-            event.member_external_id = payload["member_id"][:255]
+        _name_from_payload(event)
     prepared_update(event)
 
 
@@ -566,9 +602,7 @@ def _process_alone(pk: int) -> int:
     except Exception as exc:  # a bug or bad data: keep the event, say why, move on
         logger.exception("event %s failed", pk)
         InboundEvent.objects.filter(pk=pk, status=InboundEvent.Status.RECEIVED).update(
-            status=InboundEvent.Status.FAILED, processed_at=now,
-            error={"type": "api_error", "code": "processing_failed", "message": str(exc)[:500], "param": None},
-        )
+            status=InboundEvent.Status.FAILED, processed_at=now, error=failure_error(exc))
         return 0
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE
 from loyalty.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +78,16 @@ def exception_handler(exc, context):
             headers["WWW-Authenticate"] = "Bearer"
         status = 401 if error_type == "authentication_error" else exc.status_code
         return Response(envelope(error_type, code, str(exc.detail)), status=status, headers=headers)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(envelope("invalid_request_error", "request_too_large",
+                                 f"The request body is larger than {limit:,} bytes."), status=413)
+    if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_VALUE_OUT_OF_RANGE:
+        # A figure beyond what the ledger stores (points balances are 32-bit); nothing was written.
+        logger.warning("value out of range in an API request: %s", exc)
+        return Response(envelope("invalid_request_error", "value_out_of_range",
+                                 "A number in this request, or a balance it would produce, is out of range."),
+                        status=422)
     logger.exception("unhandled API error", exc_info=exc)
     return Response(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500)
 
