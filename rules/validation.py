@@ -57,6 +57,7 @@ BUILTIN_SCHEMAS: dict[str, dict] = {
 }
 ENVELOPE_FIELDS = {"event_id", "type", "member_id", "occurred_at", "properties"}
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
+_NOT_A_MEMBER_ID = re.compile(r"[/\s]")  # Python's \s: what ``accounts.api`` refuses in an external id
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -167,6 +168,9 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
                            param="event_id", code="invalid_field")
     if len(payload["member_id"]) > 255:
         raise EventInvalid("member_id is longer than 255 characters.", param="member_id", code="invalid_field")
+    if _NOT_A_MEMBER_ID.search(payload["member_id"]):
+        # What POST /members refuses too: such a member could never be reached at /members/{external_id}.
+        raise EventInvalid("member_id must not contain '/' or white space.", param="member_id", code="invalid_field")
     event_type = payload["type"]
     if not EVENT_TYPE_PATTERN.match(event_type):
         raise EventInvalid("type must be lower-case letters, digits and underscores.", param="type",

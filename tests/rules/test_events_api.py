@@ -209,6 +209,21 @@ def test_program_that_enrolls_on_first_event(api, program, spend_rule):
     assert run_audit() == []
 
 
+@pytest.mark.parametrize("member_id", ["a/b", "c 1", " ", "\u00e9\t", "x\u2028y"])
+def test_an_event_never_enrolls_a_member_that_members_endpoints_could_not_reach(api, program, spend_rule,
+                                                                               member_id):
+    """POST /members refuses '/' and white space in an external id; so does an enrolling event."""
+    Program.objects.filter(pk=program.pk).update(enroll_on_first_event=True)
+    single = post(api, purchase("e-odd", member_id, amount="12.00"))
+    assert single.status_code == 400, single.json()
+    assert (single.json()["error"]["code"], single.json()["error"]["param"]) == ("invalid_field", "member_id")
+    batch = api.post("/api/v1/events/batch", {"events": [purchase("e-odd-2", member_id)]}, format="json")
+    assert batch.json()["rejected"][0]["error"]["param"] == "member_id"
+    assert not Member.objects.filter(program=program).exists()
+    kept = InboundEvent.objects.filter(program=program).values_list("event_id", "status")
+    assert sorted(kept) == [("e-odd", "rejected"), ("e-odd-2", "rejected")]
+
+
 # --- GET /events/{id} ----------------------------------------------------------------------
 
 
