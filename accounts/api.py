@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Member
 from accounts.services import MemberNotFound, member_create, member_update
-from ledger.selectors import balance_output, balance_read, expiring_by_member
+from ledger.selectors import balance_output, balance_read, expiring_by_member, members_settle_due
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
@@ -86,6 +86,9 @@ class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
         members = Member.objects.filter(program_id=request.user.program_id).order_by("id")
         members = after_id(request, members, "external_id")
         rows = list(members.select_related("balance")[: limit + 1])
+        settled = members_settle_due([m.pk for m in rows[:limit]])
+        if settled:
+            rows = [members.select_related("balance").get(pk=m.pk) if m.pk in settled else m for m in rows]
         expiring = expiring_by_member([m.pk for m in rows[:limit]])
         return Response(page(rows, limit, lambda m: member_output(
             m, balance=balance_output(getattr(m, "balance", None), expiring[m.pk]))))

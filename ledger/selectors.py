@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
 from accounts.models import Member
 from ledger.models import Balance, Lot
+from ledger.services import ledger_settle
 from loyalty.db import prepared_cursor
 
 EXPIRING_LIMIT = 100
+
+
+def members_settle_due(member_ids: list[int]) -> list[int]:
+    """Of ``member_ids``, those with lots due to mature or to expire, settled now (as spending
+    would settle them); for reads of many balances at once."""
+    now = timezone.now()
+    due = list(Member.objects.filter(pk__in=member_ids).filter(
+        Exists(Lot.objects.filter(member_id=OuterRef("pk"), matured=False, available_at__lte=now))
+        | Exists(Lot.objects.filter(member_id=OuterRef("pk"), remaining__gt=0, expired_at__isnull=True,
+                                    expires_at__lte=now))
+    ).values_list("pk", flat=True))
+    for member_id in due:
+        ledger_settle(member_id, now=now)
+    return due
 
 
 def expiring_by_member(member_ids: list[int]) -> dict[int, list[dict]]:
@@ -29,8 +47,13 @@ def balance_output(balance: Balance | None, expiring: list[dict]) -> dict:
 
 _FIGURES = ("available", "pending", "held", "lifetime_earned", "lifetime_redeemed", "lifetime_expired")
 
+# The last column says whether pending lots are due to mature (looked for only when some points are
+# pending); lots due to expire come first among the expiring ones.
 _BALANCE_SQL = f"""
-SELECT m.id, {", ".join(f"b.{name}" for name in _FIGURES)}, l.remaining, l.expires_at
+SELECT m.id, {", ".join(f"b.{name}" for name in _FIGURES)}, l.remaining, l.expires_at,
+       CASE WHEN b.pending > 0 THEN EXISTS (
+           SELECT FROM ledger_lot p WHERE p.member_id = m.id AND NOT p.matured AND p.available_at <= %s::timestamptz
+       ) ELSE false END
 FROM accounts_member m
 LEFT JOIN ledger_balance b ON b.member_id = m.id
 LEFT JOIN LATERAL (
@@ -54,13 +77,19 @@ def balance_by_external_id(program_id: int, external_id: str) -> dict | None:
     return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [program_id, external_id])
 
 
-def _balance_one(where: str, params: list) -> dict | None:
+def _balance_one(where: str, params: list, *, settle: bool = True) -> dict | None:
+    now = timezone.now()
     with prepared_cursor() as cursor:
-        cursor.execute(_BALANCE_SQL.format(where=where), params)
+        cursor.execute(_BALANCE_SQL.format(where=where), [now, *params])
         rows = cursor.fetchall()
     if not rows:
         return None
     first = rows[0]
+    if settle and (first[9] or (first[8] is not None and first[8] <= now)):
+        # Lots are due to mature or to expire (the nightly jobs have not reached them yet): settle
+        # them as spending would, so that the balance shown is the one that can be spent now.
+        ledger_settle(first[0], now=now)
+        return _balance_one(where, params, settle=False)
     figures = {name: value or 0 for name, value in zip(_FIGURES, first[1:7], strict=True)}
     expiring = [{"points": row[7], "expires_at": row[8]} for row in rows if row[7] is not None]
     return {**figures, "expiring": expiring}

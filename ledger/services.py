@@ -159,6 +159,14 @@ def _lock_for_spending(member: Member, now: dt.datetime) -> Balance:
     return _lock_for_spending_keyed(member, now, None)[0]
 
 
+def ledger_settle(member_id: int, *, now: dt.datetime | None = None) -> None:
+    """Settle what is due for a member now (lots to mature, lots to expire), as spending does; for
+    reads that must show the balance as of now before the nightly jobs reach the member."""
+    member = Member.objects.get(pk=member_id)
+    with transaction.atomic():
+        _lock_for_spending(member, now or timezone.now())
+
+
 def lock_for_spending(member: Member, *, key: str, now: dt.datetime | None = None) -> tuple[Balance, int | None]:
     """For a caller that spends in its own transaction: lock the member as ``points_redeem`` and
     ``points_hold`` do (what is due matures or expires first) and return the balance, to pass them
