@@ -107,6 +107,10 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
             if ("reward" in attrs) == ("points" in attrs):
                 raise serializers.ValidationError(
                     {"reward": [serializers.ErrorDetail("Give either reward or points.", code="invalid_redemption")]})
+            if "points" in attrs and "quantity" in self.initial_data:
+                raise serializers.ValidationError({"quantity": [serializers.ErrorDetail(
+                    "quantity goes with reward; a redemption of points gives only points.",
+                    code="invalid_redemption")]})
             return attrs
 
     @extend_schema(request=InputSerializer, parameters=[schema.IDEMPOTENCY_KEY],

@@ -61,8 +61,11 @@ class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
         responses={
             201: EventProcessed,
             200: OpenApiResponse(EventProcessed, description="The same event_id again: the first result."),
-            400: schema.Error, 404: schema.Error,
+            400: schema.Error, 404: schema.Error, 409: schema.Error,
+            422: OpenApiResponse(schema.Error, description="value_out_of_range (the event is kept as failed), "
+                                                          "or idempotency_key_reused."),
         },
+        parameters=[schema.IDEMPOTENCY_KEY],
         summary="Send one event; it is qualified in real time",
     )
     def post(self, request):
@@ -102,7 +105,8 @@ class EventBatchView(IdempotentMixin, StrictQueryMixin, APIView):
             "rejected": inline_serializer("EventRejected", {
                 "index": serializers.IntegerField(), "event_id": serializers.CharField(allow_null=True),
                 "error": schema.ErrorBody()}, many=True),
-        }), 400: schema.Error},
+        }), 400: schema.Error, 409: schema.Error, 413: schema.Error, 422: schema.Error},
+        parameters=[schema.IDEMPOTENCY_KEY],
         summary="Send up to 1,000 events; workers process them within seconds",
     )
     def post(self, request):

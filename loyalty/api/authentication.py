@@ -77,7 +77,7 @@ class PartnerKeyAuthentication(BaseAuthentication):
         if not header:
             return None
         parts = header.split()
-        if len(parts) != 2 or parts[0] != self.keyword:
+        if len(parts) != 2 or parts[0].lower() != "bearer":  # the scheme is case-insensitive (RFC 9110)
             raise exceptions.AuthenticationFailed("Use the header 'Authorization: Bearer <API key>'.")
         prefix = parts[1].partition(".")[0]
         api_key = _key_by_prefix(prefix) if prefix.isascii() and prefix.isalnum() else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -16,6 +17,8 @@ from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE
 from loyalty.errors import DomainError
 
 logger = logging.getLogger(__name__)
+
+_COMPACT = {"separators": (",", ":")}  # as the API's renderer writes JSON
 
 
 def envelope(error_type: str, code: str, message: str, param: str | None = None) -> dict:
@@ -73,7 +76,7 @@ def exception_handler(exc, context):
         )
         headers = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))  # the seconds DRF's message names
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             headers["WWW-Authenticate"] = "Bearer"
         status = 401 if error_type == "authentication_error" else exc.status_code
@@ -94,7 +97,8 @@ def exception_handler(exc, context):
 
 def json_not_found(request, exception=None):
     if request.path.startswith("/api/"):
-        return JsonResponse(envelope("not_found", "resource_missing", "No such resource."), status=404)
+        return JsonResponse(envelope("not_found", "resource_missing", "No such resource."), status=404,
+                            json_dumps_params=_COMPACT)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -102,7 +106,8 @@ def json_not_found(request, exception=None):
 
 def json_server_error(request):
     if request.path.startswith("/api/"):
-        return JsonResponse(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500)
+        return JsonResponse(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500,
+                            json_dumps_params=_COMPACT)
     from django.views.defaults import server_error
 
     return server_error(request)
