@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -80,7 +81,9 @@ class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
                 "awards": _event_output(event)["awards"]}
         if submission.balance is not None:
             body["balance"] = submission.balance
-        elif event.member_id:
+        elif event.balance_after is not None:  # the same event_id again: the first result
+            body["balance"] = orjson.loads(event.balance_after)
+        elif event.member_id:  # an event of a batch, or one that was not processed
             body["balance"] = balance_read(event.member)
         return Response(body, status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK)
 

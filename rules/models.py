@@ -180,6 +180,9 @@ class InboundEvent(models.Model):
     awards = models.JSONField(default=list, blank=True)
     trace = models.JSONField(default=list, blank=True)
     points = models.IntegerField(default=0)
+    # The member's balance as ``POST /api/v1/events`` answered it first: the text the API wrote (a
+    # JSON string), so that the same event_id again answers the first result; null for batch events.
+    balance_after = models.JSONField(null=True, blank=True)
     received_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
 

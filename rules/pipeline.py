@@ -23,6 +23,7 @@ from ledger import services as ledger
 from ledger.models import Balance, Operation
 from ledger.selectors import balance_read
 from ledger.services import EarnRequest, Source
+from loyalty.api.renderers import JSONRenderer
 from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE, pg_int_array, prepared_cursor, prepared_update
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
@@ -180,10 +181,8 @@ def event_submit(*, program: Program, partner: Partner | None, payload: object) 
             if not created and event.status != InboundEvent.Status.REJECTED:
                 return Submission(event, False)
             event.payload, event.received_at = payload, now
-            _process_inline(program, event, now, invalid=unstorable)
-            # Read under the member's lock: the balance this event left, not a later one's.
-            processed = event.status == InboundEvent.Status.PROCESSED and event.member_id is not None
-            balance = balance_read(event.member) if processed else None
+            _process_inline(program, event, now, invalid=unstorable, keep_balance=True)
+            balance = getattr(event, "balance", None)
     except OperationalError:
         raise  # a dropped connection or a deadlock: nothing was kept, the partner's retry is answered anew
     except Exception as exc:
@@ -251,8 +250,9 @@ def _store_one(program, partner, payload, event_id, now) -> tuple[InboundEvent, 
 
 
 def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
-                    invalid: EventInvalid | None = None) -> None:
-    """Validate, qualify and post one stored event, inside the caller's transaction."""
+                    invalid: EventInvalid | None = None, *, keep_balance: bool = False) -> None:
+    """Validate, qualify and post one stored event, inside the caller's transaction. With
+    ``keep_balance``, a processed event keeps the balance it left (``balance_after``)."""
     try:
         if invalid:
             raise invalid
@@ -288,6 +288,12 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
         event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
         event.awards, event.trace, event.points = [], [], 0
         _name_from_payload(event)
+    if keep_balance and event.status == InboundEvent.Status.PROCESSED and event.member_id is not None:
+        # Read under the member's lock: the balance this event left, not a later one's; kept as
+        # the API writes it (its times as text), to be answered again as it was.
+        balance = balance_read(event.member)
+        # Kept as its text (a JSON string): jsonb would give its keys back in another order.
+        event.balance_after, event.balance = JSONRenderer().render(balance).decode(), balance
     prepared_update(event)
 
 

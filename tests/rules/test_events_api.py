@@ -186,6 +186,7 @@ def test_an_inline_purchase_finds_and_locks_its_member_in_one_statement_without_
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    connection.close()  # a new connection: statements it has prepared are logged without their text
     with CaptureQueriesContext(connection) as queries:
         assert post(api, purchase("e-trips", member.external_id, amount="5.00")).status_code == 201
     statements = [query["sql"] for query in queries.captured_queries]
@@ -195,6 +196,18 @@ def test_an_inline_purchase_finds_and_locks_its_member_in_one_statement_without_
     assert not [sql for sql in statements if "FROM ledger_balance" in sql and "= ANY" in sql]  # no second lock
     assert Balance.objects.get(member=member).available == 5
     assert run_audit() == []
+
+
+def test_the_same_event_id_again_answers_the_balance_the_event_left_not_todays(api, program, member, spend_rule):
+    Program.objects.filter(pk=program.pk).update(expiry_days=365)
+    first = post(api, purchase("first", member.external_id, amount="42.50"))
+    assert first.status_code == 201, first.json()
+    assert first.json()["balance"]["expiring"][0]["expires_at"].endswith("Z")
+    assert post(api, purchase("second", member.external_id, amount="8.00")).json()["balance"]["available"] == 50
+    again = post(api, purchase("first", member.external_id, amount="42.50"))
+    assert again.status_code == 200
+    assert again.content == first.content  # the first result: available 42, one lot expiring
+    assert Balance.objects.get(member=member).available == 50
 
 
 def test_program_that_enrolls_on_first_event(api, program, spend_rule):
