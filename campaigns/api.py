@@ -19,7 +19,7 @@ from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.ratelimit import rate_limit_hit
-from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+from loyalty.api.strict import StrictBooleanField, StrictIntegerField, StrictQueryMixin, StrictSerializer
 
 
 class RewardOut(serializers.Serializer):
@@ -92,10 +92,10 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
     class InputSerializer(StrictSerializer):
         member_id = serializers.CharField(max_length=255)
         reward = serializers.CharField(max_length=64, required=False)
-        quantity = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=1)
-        points = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        quantity = StrictIntegerField(min_value=1, max_value=1000, required=False, default=1)
+        points = StrictIntegerField(min_value=1, max_value=10**9, required=False)
         description = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
-        capture = serializers.BooleanField(required=False, default=True)
+        capture = StrictBooleanField(required=False, default=True)
 
         class Meta:
             ref_name = "RedemptionCreate"

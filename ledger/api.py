@@ -18,7 +18,7 @@ from loyalty.api import schema
 from loyalty.api.fastpath import json_ok, plain_get_key
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, bad_cursor, page, page_limit
-from loyalty.api.strict import StrictQueryMixin, StrictSerializer
+from loyalty.api.strict import StrictIntegerField, StrictQueryMixin, StrictSerializer
 
 
 class SourceOut(serializers.Serializer):
@@ -87,7 +87,7 @@ class TransactionListView(StrictQueryMixin, APIView):
 @extend_schema_field({"oneOf": [{"type": "integer", "minimum": -10**9, "maximum": -1},
                                  {"type": "integer", "minimum": 1, "maximum": 10**9}],
                        "description": "Positive to add, negative to deduct; never 0."})
-class NonZeroPoints(serializers.IntegerField):
+class NonZeroPoints(StrictIntegerField):
     pass
 
 

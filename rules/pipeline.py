@@ -376,6 +376,7 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
                      "occurred_at": clean.occurred_at.isoformat(), "order_id": clean.order_id,
                      "payload": payloads[index], "status": status, "error": error})
     rows.sort(key=lambda row: row["idx"])
+    result.rejected.sort(key=lambda rejected: rejected["index"])  # the batch's order, as the partner sent it
     with transaction.atomic(durable=True):
         with prepared_cursor() as cursor:  # the rows as a parameter, not quoted into the SQL text
             cursor.execute(_BATCH_INSERT_SQL, {"program": program.pk, "partner": partner.pk if partner else None,

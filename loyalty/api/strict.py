@@ -17,6 +17,25 @@ def storable_json(value) -> None:
         raise serializers.ValidationError(MESSAGES[reason], code=reason)
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An integer as JSON writes one: ``"100"``, ``100.0`` and ``true`` are refused, not converted
+    (API.md: points are integers)."""
+
+    def to_internal_value(self, data):
+        if type(data) is not int:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false``; not ``"no"``, ``0`` or ``"1"``."""
+
+    def to_internal_value(self, data):
+        if type(data) is not bool:
+            self.fail("invalid")
+        return data
+
+
 class StrictSerializer(serializers.Serializer):
     def to_internal_value(self, data):
         if isinstance(data, dict):

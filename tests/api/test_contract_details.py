@@ -41,3 +41,26 @@ def test_the_events_posts_take_an_idempotency_key_in_the_schema(api):
     for path in ("/api/v1/events", "/api/v1/events/batch"):
         names = [p["name"] for p in schema["paths"][path]["post"].get("parameters", [])]
         assert "Idempotency-Key" in names, path
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/api/v1/redemptions", {"member_id": "c-1", "points": "100"}, "points"),
+    ("/api/v1/redemptions", {"member_id": "c-1", "points": 100.0}, "points"),
+    ("/api/v1/redemptions", {"member_id": "c-1", "points": True}, "points"),
+    ("/api/v1/redemptions", {"member_id": "c-1", "points": 100, "capture": "no"}, "capture"),
+    ("/api/v1/redemptions", {"member_id": "c-1", "points": 100, "capture": 0}, "capture"),
+    ("/api/v1/redemptions", {"member_id": "c-1", "reward": "mug", "quantity": "2"}, "quantity"),
+    ("/api/v1/adjustments", {"member_id": "c-1", "points": "100", "reason": "x"}, "points"),
+])
+def test_numbers_and_booleans_are_json_ones_not_strings(api, program, make_member, path, body, param):
+    """API.md: points are integers. A string, a float or a boolean in their place is refused, not converted."""
+    from campaigns.models import Reward
+    from ledger.models import Entry
+
+    member = make_member(program, external_id="c-1")
+    earn(member, 500)
+    Reward.objects.create(program=program, code="mug", name="Mug", cost=10, vouchers="generated")
+    response = api.post(path, body, format="json")
+    assert_error(response, 400, "invalid_field", param=param)
+    assert not Redemption.objects.exists()
+    assert Entry.objects.filter(member=member).count() == 1
