@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, PartnerAPIKey, Program
-from loyalty.errors import Conflict, NotFound
+from loyalty.errors import Conflict, DomainError, NotFound
 
 
 class MemberExists(Conflict):
@@ -17,6 +17,17 @@ class MemberExists(Conflict):
 
 class MemberNotFound(NotFound):
     code = "member_not_found"
+
+
+class MemberInactive(DomainError):
+    """A suspended or closed member neither earns nor redeems (refunds, adjustments and what was
+    redeemed before, captures, voids and cancellations, still go through)."""
+
+    code = "member_inactive"
+
+
+def member_inactive_message(member: Member) -> str:
+    return f"Member {member.external_id!r} is {member.status}: it neither earns nor redeems points."
 
 
 def member_create(

@@ -16,7 +16,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.models import Member, Program
-from accounts.services import MemberNotFound
+from accounts.services import MemberInactive, MemberNotFound, member_inactive_message
 from campaigns.models import Redemption, Reward, VoucherCode
 from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
@@ -163,6 +163,8 @@ def redemption_create(
             _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
                                 capture=capture)
             return existing
+        if member.status != Member.Status.ACTIVE:
+            raise MemberInactive(member_inactive_message(member), param="member_id")
         if reward is not None:
             if reward_code is None:
                 reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now

@@ -63,7 +63,8 @@ class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
             201: EventProcessed,
             200: OpenApiResponse(EventProcessed, description="The same event_id again: the first result."),
             400: schema.Error, 404: schema.Error, 409: schema.Error,
-            422: OpenApiResponse(schema.Error, description="value_out_of_range (the event is kept as failed), "
+            422: OpenApiResponse(schema.Error, description="member_inactive (the event is kept as rejected), "
+                                                          "value_out_of_range (kept as failed), "
                                                           "or idempotency_key_reused."),
         },
         parameters=[schema.IDEMPOTENCY_KEY],
@@ -75,7 +76,8 @@ class EventCreateView(IdempotentMixin, StrictQueryMixin, APIView):
         event = submission.event
         if event.status == InboundEvent.Status.REJECTED:
             error = event.error or {}
-            code_status = 404 if error.get("type") == "not_found" else 400
+            code_status = (404 if error.get("type") == "not_found"
+                           else 422 if error.get("code") == "member_inactive" else 400)
             return Response({"error": error}, status=code_status)
         body = {"event_id": event.event_id, "status": event.status,
                 "awards": _event_output(event)["awards"]}

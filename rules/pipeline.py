@@ -18,7 +18,7 @@ from django.db import DataError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, Program
-from accounts.services import member_create
+from accounts.services import member_create, member_inactive_message
 from ledger import services as ledger
 from ledger.models import Balance, Operation
 from ledger.selectors import balance_read
@@ -269,6 +269,8 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
             # Nothing is written before the one rejection left (an unknown member), and any other
             # error rolls the caller's whole transaction back: no savepoint, two round trips fewer.
             member, balance = _lock_member(program, event, clean.member_id)
+            if member.status != Member.Status.ACTIVE:  # nothing written yet: a rejection needs no savepoint
+                raise EventInvalid(member_inactive_message(member), param="member_id", code="member_inactive")
             rules = engine.rules_for(program)
             usage = rule_usage(rules, [member.pk])[member.pk] if any(r.cap_period for r in rules) else {}
             qualification = engine.qualify(
@@ -535,7 +537,7 @@ def _by_program(events: list[InboundEvent]) -> dict[Program, list[InboundEvent]]
 def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -> list[WaitingEvent | InboundEvent]:
     """Qualify and post ``events``, whose members' balances the caller has locked."""
     done: list[InboundEvent] = []
-    refunds_later: list[InboundEvent] = []
+    alone_later: list[WaitingEvent] = []
     for program, group in _by_program(events).items():
         rules = engine.rules_for(program)
         usage = rule_usage(rules, list({event.member_id for event in group}))
@@ -543,8 +545,9 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
         for event in group:
             clean = CleanEvent(event.event_id, event.type, event.member_external_id, event.occurred_at,
                                event.properties)
-            if event.type == "refund":
-                refunds_later.append(event)
+            if event.type == "refund" or (event.member is not None and event.member.status != Member.Status.ACTIVE):
+                # Posted (or, for a suspended or closed member, rejected) as the single endpoint does it.
+                alone_later.append(event)
                 continue
             member_usage = usage[event.member_id]
             qualification = engine.qualify(
@@ -569,7 +572,7 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
             ledger.points_earn_many(program=program, requests=requests, now=now, locked=balances)
         _save_usage(increments)
     _bulk_mark(done)
-    for waiting in refunds_later:  # locked above; a refund is posted as the single endpoint posts it
+    for waiting in alone_later:  # locked above
         event = InboundEvent.objects.select_related("member").get(pk=waiting.pk)
         _process_inline(waiting.program, event, now)
         done.append(event)
