@@ -8,7 +8,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import Throttled
+from rest_framework.exceptions import ErrorDetail, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -148,8 +148,11 @@ def _action_view(action, summary: str):
         @extend_schema(request=None, parameters=[schema.IDEMPOTENCY_KEY], summary=summary,
                        responses={200: RedemptionOut, 404: schema.Error, 409: schema.Error})
         def post(self, request, redemption_id: str):
-            if request.data:
-                raise services.InvalidRedemption("This endpoint takes no body.", code="unknown_field")
+            if request.data:  # an unknown field, as a strict serializer says it
+                name = sorted(request.data)[0] if isinstance(request.data, dict) else None
+                raise ValidationError({name: [ErrorDetail("Unknown field: this endpoint takes no body.",
+                                                          code="unknown_field")]} if name else
+                                      [ErrorDetail("This endpoint takes no body.", code="unknown_field")])
             redemption = action(redemption=_redemption_get(request, redemption_id))
             return Response(redemption_output(redemption))
 

@@ -64,3 +64,16 @@ def test_numbers_and_booleans_are_json_ones_not_strings(api, program, make_membe
     assert_error(response, 400, "invalid_field", param=param)
     assert not Redemption.objects.exists()
     assert Entry.objects.filter(member=member).count() == 1
+
+
+@pytest.mark.parametrize("action", ["capture", "void"])
+def test_a_body_on_a_redemption_action_is_an_unknown_field(api, program, make_member, action):
+    from campaigns import services as campaigns
+
+    member = make_member(program, external_id="c-1")
+    earn(member, 500)
+    held = campaigns.redemption_create(member=member, points=10, capture=False, key="held")
+    response = api.post(f"/api/v1/redemptions/{held.public_id}/{action}", {"note": "x"}, format="json")
+    assert_error(response, 400, "unknown_field", param="note")
+    held.refresh_from_db()
+    assert held.status == "held"
