@@ -100,8 +100,11 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
         class Meta:
             ref_name = "RedemptionCreate"
 
-        # What validate() checks, for the schema: exactly one of reward and points.
-        openapi_extra = {"oneOf": [{"required": ["reward"]}, {"required": ["points"]}]}
+        # What validate() checks, for the schema: exactly one of reward and points, and quantity
+        # only with a reward.
+        openapi_extra = {"oneOf": [{"required": ["reward"], "not": {"required": ["points"]}},
+                                   {"required": ["points"], "not": {"anyOf": [{"required": ["reward"]},
+                                                                              {"required": ["quantity"]}]}}]}
 
         def validate(self, attrs):
             if ("reward" in attrs) == ("points" in attrs):
