@@ -96,6 +96,45 @@ CHECKS: dict[str, tuple[str, str]] = {
         "WHERE remaining < 0 OR remaining > points",
         "0 <= lot remaining <= lot points",
     ),
+    "expired_lot_is_empty": (
+        "SELECT member_id, 0, remaining FROM ledger_lot WHERE expired_at IS NOT NULL AND remaining > 0",
+        "an expired lot keeps no points (points given back to it expire at once)",
+    ),
+    "debt_paid_first": (
+        """SELECT b.member_id, 'debt ' || b.debt || ' and no points in lots', sum(l.remaining)
+           FROM ledger_balance b JOIN ledger_lot l ON l.member_id = b.member_id AND l.remaining > 0
+           WHERE b.debt > 0 GROUP BY b.member_id, b.debt""",
+        "a member in debt keeps no points in lots: points earned, pending or given back pay the debt first",
+    ),
+    "reversal_claims": (
+        """WITH reversals AS (
+               SELECT member_id, sum((result->>'claimed')::int) AS n FROM ledger_operation
+               WHERE kind = 'reverse' AND (result->>'claimed')::int > 0 GROUP BY member_id
+           ), claims AS (
+               SELECT o.member_id, sum(a.claimed) AS n
+               FROM ledger_allocation a JOIN ledger_operation o ON o.id = a.operation_id
+               WHERE a.claimed > 0 GROUP BY o.member_id
+           )
+           SELECT coalesce(r.member_id, c.member_id), coalesce(r.n, 0), coalesce(c.n, 0)
+           FROM reversals r FULL JOIN claims c ON c.member_id = r.member_id
+           WHERE coalesce(r.n, 0) <> coalesce(c.n, 0)""",
+        "the points claimed on allocations == the points reversals claimed",
+    ),
+    "reversal_claims_paid": (
+        """WITH returned AS (
+               SELECT o.member_id, sum(a.claimed) AS n
+               FROM ledger_allocation a JOIN ledger_operation o ON o.id = a.operation_id
+               WHERE a.claimed > 0 AND a.returned = a.points GROUP BY o.member_id
+           ), paid AS (
+               SELECT e.member_id, -sum(e.points) AS n
+               FROM ledger_entry e JOIN ledger_operation o ON o.id = e.operation_id
+               WHERE e.kind = 'reverse' AND e.points < 0 AND o.kind IN ('cancel', 'void') GROUP BY e.member_id
+           )
+           SELECT coalesce(r.member_id, p.member_id), coalesce(r.n, 0), coalesce(p.n, 0)
+           FROM returned r FULL JOIN paid p ON p.member_id = r.member_id
+           WHERE coalesce(r.n, 0) <> coalesce(p.n, 0)""",
+        "claimed points given back (void, cancel) == the reverse entries of those voids and cancels",
+    ),
     "hold_allocations": (
         """SELECT h.member_id, h.points, coalesce(sum(a.points - a.returned), 0)
            FROM ledger_hold h LEFT JOIN ledger_allocation a ON a.operation_id = h.operation_id

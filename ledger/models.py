@@ -128,7 +128,9 @@ class Balance(models.Model):
     pending = models.IntegerField(default=0)
     held = models.IntegerField(default=0)
     debt = models.IntegerField(
-        default=0, help_text="Points reversed after they were spent, settled from the next points earned."
+        default=0,
+        help_text="Points reversed after they were spent, settled from the next points the member gets "
+                  "(earned, credited or given back).",
     )
     lifetime_earned = models.BigIntegerField(default=0)
     lifetime_redeemed = models.BigIntegerField(default=0)
@@ -202,16 +204,23 @@ class Hold(models.Model):
 
 
 class Allocation(models.Model):
-    """Points a redemption or a hold took from one lot, and how many were given back."""
+    """Points a redemption or a hold took from one lot, and how many were given back.
+
+    ``claimed``: of these points, how many a reversal that could not collect them claimed
+    (``ledger.services.points_reverse``): when they are given back they pay that reversal
+    instead of going back to the lot.
+    """
 
     operation = models.ForeignKey(Operation, on_delete=models.PROTECT, related_name="allocations")
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="allocations")
     points = models.PositiveIntegerField()
     returned = models.PositiveIntegerField(default=0)
+    claimed = models.PositiveIntegerField(db_default=0)
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(returned__lte=models.F("points")), name="allocation_returned_le_points"),
+            models.CheckConstraint(condition=Q(claimed__lte=models.F("points")), name="allocation_claimed_le_points"),
         ]
 
     def __str__(self) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Sum, When
 from django.utils import timezone
 
 from accounts.models import Member, Program
@@ -306,11 +306,17 @@ SELECT (SELECT id FROM operation), (SELECT coalesce(sum(n), 0)::integer FROM tak
 """
 
 
-def _spend_lots(*, operation: Operation, member: Member, points: int) -> None:
-    """Take ``points`` from the member's spendable lots, soonest expiry first, with their
-    allocations to ``operation``. One prepared statement."""
+# The same from the member's lots not yet available (a reversal that would otherwise make debt).
+_SPEND_PENDING_SQL = _SPEND_SQL.replace(" AND matured AND ", " AND NOT matured AND ")
+
+
+def _spend_lots(*, operation: Operation, member: Member, points: int, pending: bool = False) -> None:
+    """Take ``points`` from the member's spendable lots (with ``pending``: from their lots not
+    yet available), soonest expiry first, with their allocations to ``operation``. One prepared
+    statement."""
     with prepared_cursor() as cursor:
-        cursor.execute(_SPEND_SQL, {"member": member.pk, "points": points, "operation": operation.pk})
+        cursor.execute(_SPEND_PENDING_SQL if pending else _SPEND_SQL,
+                       {"member": member.pk, "points": points, "operation": operation.pk})
         (taken,) = cursor.fetchone()
     _check_taken(taken, points)
 
@@ -356,40 +362,63 @@ def _take_from_lots(amounts: dict[int, int]) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _GivenBack:
+    returned: int  # all the points given back
+    expired: int  # of which expired at once: their lot had expired
+    claimed: int  # of which paid the claims of earlier reversals on them
+    settled: int  # of which settled the member's debt
+    entries: list[Entry]
+
+
 def _give_back(
-    *, taken_by: Operation, operation: Operation, member: Member, now: dt.datetime, kind: str,
+    *, taken_by: Operation, operation: Operation, member: Member, debt: int, now: dt.datetime, kind: str,
     description: str, source: Source,
-) -> tuple[int, int, list[Entry]]:
+) -> _GivenBack:
     """Return what ``taken_by`` took into the lots it came from, as part of ``operation``.
 
-    A lot that has expired meanwhile takes its points back and they expire at once
-    (a ``kind`` entry and an ``expire`` entry), so a cancel never revives expired points.
-    Returns (points returned, of which expired at once, entries to write).
+    Points that come back pay earlier reversals first: what a reversal claimed on them
+    (``points_reverse``) goes to it, whatever became of their lot; then the member's ``debt`` is
+    settled from those of live lots, soonest expiry first, as from points just earned. Neither
+    goes back to a lot. A lot that has expired meanwhile takes the rest of its points back and
+    they expire at once (a ``kind`` entry and an ``expire`` entry), so a cancel never revives
+    expired points.
     """
     allocations = list(
         Allocation.objects.filter(operation=taken_by, returned__lt=F("points"))
         .select_related("lot").order_by("id")
     )
-    total = sum(a.points - a.returned for a in allocations)
-    live: dict[int, int] = {}
-    dead: dict[int, int] = {}
+    total = claimed = 0
+    live: dict[Lot, int] = {}
+    dead: dict[Lot, int] = {}
     for allocation in allocations:
         n = allocation.points - allocation.returned
+        total += n
+        claimed += allocation.claimed
+        n -= allocation.claimed
         lot = allocation.lot
-        if lot.expired_at is not None or (lot.expires_at is not None and lot.expires_at <= now):
-            dead[lot.pk] = dead.get(lot.pk, 0) + n
-        else:
-            live[lot.pk] = live.get(lot.pk, 0) + n
+        back = dead if lot.expired_at is not None or (lot.expires_at is not None and lot.expires_at <= now) else live
+        back[lot] = back.get(lot, 0) + n
     Allocation.objects.filter(pk__in=[a.pk for a in allocations]).update(returned=F("points"))
-    _take_from_lots({lot_id: -n for lot_id, n in live.items()})
+    left = debt
+    for lot in sorted(live, key=lambda lot: (lot.expires_at is None, lot.expires_at or now, lot.pk)):
+        settle = min(left, live[lot])
+        live[lot] -= settle
+        left -= settle
+    _take_from_lots({lot.pk: -n for lot, n in live.items() if n})
     entries = []
     if total:
         entries.append(_entry(member=member, operation=operation, kind=kind,
                               points=total, now=now, description=description, source=source))
-    for lot_id, n in dead.items():
-        entries.append(_entry(member=member, operation=operation, kind=EntryKind.EXPIRE, points=-n, now=now,
-                              description="Returned points had already expired", source=source, lot_id=lot_id))
-    return total, sum(dead.values()), entries
+    if claimed:
+        entries.append(_entry(member=member, operation=operation, kind=EntryKind.REVERSE, points=-claimed, now=now,
+                              description="Returned points paid an earlier refund", source=source))
+    for lot, n in dead.items():
+        if n:
+            entries.append(_entry(member=member, operation=operation, kind=EntryKind.EXPIRE, points=-n, now=now,
+                                  description="Returned points had already expired", source=source, lot_id=lot.pk))
+    return _GivenBack(returned=total, expired=sum(dead.values()), claimed=claimed, settled=debt - left,
+                      entries=entries)
 
 
 _MEMBERS_LOCK_SQL = f"""
@@ -763,17 +792,19 @@ def hold_void(
         operation = _claim(member=member, key=key, kind="void", now=now, request={"hold": hold.pk})
         if operation.replayed:
             return _locked_hold(hold)
-        _lock_for_spending(member, now)
+        balance = _lock_for_spending(member, now)
         hold = _locked_hold(hold)
         if hold.status != Hold.Status.OPEN:
             raise InvalidLedgerState(f"The hold is {hold.status}, not open.", code="hold_not_open")
-        returned, expired, entries = _give_back(
-            taken_by=hold.operation, operation=operation, member=member, now=now, kind=EntryKind.RELEASE,
-            description=description, source=_source_of(hold.operation, Source("hold", str(hold.pk))),
+        given = _give_back(
+            taken_by=hold.operation, operation=operation, member=member, debt=balance.debt, now=now,
+            kind=EntryKind.RELEASE, description=description,
+            source=_source_of(hold.operation, Source("hold", str(hold.pk))),
         )
-        Entry.objects.bulk_create(entries)
+        Entry.objects.bulk_create(given.entries)
         Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.VOIDED, resolved_at=now)
-        _bump_balance(member, held=-hold.points, available=returned - expired, lifetime_expired=expired)
+        _bump_balance(member, held=-hold.points, available=given.returned - given.expired - given.claimed,
+                      debt=-given.settled, lifetime_expired=given.expired)
         hold.status, hold.resolved_at = Hold.Status.VOIDED, now
     return hold
 
@@ -783,14 +814,15 @@ def redemption_cancel(
     description: str = "Redemption cancelled",
 ) -> Operation:
     """Cancel a captured redemption (a ``redeem`` or a captured hold): its points go back to
-    the lots they came from; points whose lot has expired meanwhile expire at once."""
+    the lots they came from, after paying earlier reversals (see ``_give_back``); points whose
+    lot has expired meanwhile expire at once."""
     now = now or timezone.now()
     member = redemption.member
     with transaction.atomic():
         operation = _claim(member=member, key=key, kind="cancel", now=now, request={"redemption": redemption.pk})
         if operation.replayed:
             return operation
-        _lock_for_spending(member, now)
+        balance = _lock_for_spending(member, now)
         if redemption.kind == "hold":
             status = Hold.objects.filter(operation=redemption).values_list("status", flat=True).first()
             if status != Hold.Status.CAPTURED:
@@ -800,15 +832,18 @@ def redemption_cancel(
                 )
         elif redemption.kind != "redeem":
             raise InvalidLedgerState("Only a redemption can be cancelled.", code="not_a_redemption")
-        returned, expired, entries = _give_back(
-            taken_by=redemption, operation=operation, member=member, now=now, kind=EntryKind.REVERSE,
-            description=description, source=_source_of(redemption, Source("redemption", str(redemption.pk))),
+        given = _give_back(
+            taken_by=redemption, operation=operation, member=member, debt=balance.debt, now=now,
+            kind=EntryKind.REVERSE, description=description,
+            source=_source_of(redemption, Source("redemption", str(redemption.pk))),
         )
-        if not returned:
+        if not given.returned:
             raise InvalidLedgerState("The redemption is already cancelled.", code="redemption_already_cancelled")
-        Entry.objects.bulk_create(entries)
-        _bump_balance(member, available=returned - expired, lifetime_redeemed=-returned, lifetime_expired=expired)
-        operation.result = {"redemption": redemption.pk, "returned": returned, "expired": expired}
+        Entry.objects.bulk_create(given.entries)
+        _bump_balance(member, available=given.returned - given.expired - given.claimed, debt=-given.settled,
+                      lifetime_redeemed=-given.returned, lifetime_expired=given.expired)
+        operation.result = {"redemption": redemption.pk, "returned": given.returned, "expired": given.expired,
+                            "refunds_paid": given.claimed + given.settled}
         Operation.objects.filter(pk=operation.pk).update(result=operation.result)
     return operation
 
@@ -820,9 +855,13 @@ def points_reverse(
     *, earn: Operation, points: int, key: str, description: str = "", source: Source = NO_SOURCE,
     now: dt.datetime | None = None,
 ) -> Operation:
-    """Take back ``points`` of an earn: from its lot while it has them, then from the
-    member's other spendable points. What is left after that becomes debt (the balance goes
-    below zero) where the program allows it; elsewhere it is recorded as ``uncollected``."""
+    """Take back ``points`` of an earn: from its lot while it has them; then, up to what expired
+    from that lot, nothing (those points are gone already: ``expired``); then from the member's
+    other spendable points. Where the program allows negative balances, the rest comes from the
+    member's points not yet available, and what is left after that becomes debt (the balance goes
+    below zero), paid by the next points the member gets. Elsewhere the rest is ``uncollected``,
+    and ``claimed`` on the points the member's open holds and standing redemptions took (this
+    earn's first): if they come back, by a void or a cancel, they pay it."""
     _check_points(points)
     now = now or timezone.now()
     member = earn.member
@@ -835,11 +874,9 @@ def points_reverse(
         if earn.kind != "earn":
             raise InvalidLedgerState("Only an earn can be reversed.", code="not_an_earn")
         lot = Lot.objects.get(operation=earn)
-        already = sum(
-            o["requested"] for o in Operation.objects.filter(
-                member_id=member.pk, kind="reverse", result__earn=earn.pk
-            ).values_list("result", flat=True)
-        )
+        earlier = list(Operation.objects.filter(member_id=member.pk, kind="reverse", result__earn=earn.pk)
+                       .values_list("result", flat=True))
+        already = sum(result["requested"] for result in earlier)
         if already + points > lot.points:
             raise ReverseExceedsEarned(
                 f"{lot.points - already} of the {lot.points} points earned can still be reversed.",
@@ -848,7 +885,11 @@ def points_reverse(
         from_lot = min(points, lot.remaining)
         _take_from_lots({lot.pk: from_lot})
         deltas = {"available": -from_lot} if lot.matured else {"pending": -from_lot}
-        rest = points - from_lot
+        expired = 0
+        if from_lot < points and lot.expires_at is not None and lot.expires_at <= now:
+            expired = min(points - from_lot,
+                          max(_expired_from(lot) - sum(result.get("expired", 0) for result in earlier), 0))
+        rest = points - from_lot - expired
         balance = Balance.objects.get(member_id=member.pk)
         spendable_now = max(balance.available + deltas.get("available", 0), 0)
         from_others = min(rest, spendable_now)
@@ -856,20 +897,53 @@ def points_reverse(
             _spend_lots(operation=operation, member=member, points=from_others)
             deltas["available"] = deltas.get("available", 0) - from_others
         shortfall = rest - from_others
-        uncollected = 0
+        uncollected = claimed = 0
         if shortfall and member.program.allow_negative_balance:
-            deltas["available"] = deltas.get("available", 0) - shortfall
-            deltas["debt"] = shortfall
-        else:
+            from_pending = min(shortfall, balance.pending + deltas.get("pending", 0))
+            if from_pending:
+                _spend_lots(operation=operation, member=member, points=from_pending, pending=True)
+                deltas["pending"] = deltas.get("pending", 0) - from_pending
+            deltas["available"] = deltas.get("available", 0) - (shortfall - from_pending)
+            deltas["debt"] = shortfall - from_pending
+        elif shortfall:
             uncollected = shortfall
-        taken = points - uncollected
+            claimed = _claim_spent(member=member, lot=lot, points=uncollected)
+        taken = points - expired - uncollected
         if taken:
             _entry(member=member, operation=operation, kind=EntryKind.REVERSE, points=-taken, now=now,
                    description=description, source=source, lot_id=lot.pk).save(force_insert=True)
         _bump_balance(member, **deltas)
-        operation.result = {"earn": earn.pk, "requested": points, "reversed": taken, "uncollected": uncollected}
+        operation.result = {"earn": earn.pk, "requested": points, "reversed": taken, "uncollected": uncollected,
+                            "claimed": claimed, "expired": expired}
         Operation.objects.filter(pk=operation.pk).update(result=operation.result)
     return operation
+
+
+def _expired_from(lot: Lot) -> int:
+    """How many of ``lot``'s points have expired: by the expiry job, or at once when given back late."""
+    total = (Entry.objects.filter(member_id=lot.member_id, created_at__gte=lot.expires_at, lot_id=lot.pk,
+                                  kind=EntryKind.EXPIRE)
+             .aggregate(total=Sum("points"))["total"])
+    return -(total or 0)
+
+
+def _claim_spent(*, member: Member, lot: Lot, points: int) -> int:
+    """Claim up to ``points`` for a reversal on what the member's open holds and standing
+    redemptions took, from ``lot`` first, then in the order they were taken. Returns the points claimed."""
+    allocations = list(
+        Allocation.objects.filter(operation__member_id=member.pk, operation__kind__in=["redeem", "hold"],
+                                  returned__lt=F("points"), claimed__lt=F("points"))
+        .order_by(Case(When(lot_id=lot.pk, then=0), default=1), "id")
+    )
+    left = points
+    for allocation in allocations:
+        n = min(left, allocation.points - allocation.claimed)
+        allocation.claimed += n
+        left -= n
+        if not left:
+            break
+    Allocation.objects.bulk_update([a for a in allocations if a.claimed], ["claimed"])
+    return points - left
 
 
 def points_adjust(

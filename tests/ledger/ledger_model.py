@@ -2,9 +2,11 @@
 
 It mirrors the services' documented semantics: spend paths first mature, then expire, the
 member's due lots; spending takes lots soonest expiry first (no expiry last, then by id);
-points given back to a lot that has expired expire at once; a reversal takes from its lot,
-then from other spendable points, then becomes debt (where allowed) or stays uncollected;
-a credit settles debt first. A refusal raises the service's error, with ``expected_code``.
+points given back pay what earlier reversals claimed on them, then debt, and the rest given back
+to a lot that has expired expires at once; a reversal takes from its lot, then nothing for what
+expired from it, then from other spendable points, then (where debt is allowed) from points not
+yet available and becomes debt, or (elsewhere) stays uncollected and claims what open holds and
+standing redemptions took; a credit settles debt first. A refusal raises the service's error, with ``expected_code``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def refused(error, code=None):
 class Model:
     accounts: list[Account]
     holds: dict[int, MHold] = field(default_factory=dict)
-    taken: dict[int, list[list]] = field(default_factory=dict)  # op id -> [[lot id, points, returned?]]
+    taken: dict[int, list[list]] = field(default_factory=dict)  # op id -> [[lot id, points, returned?, claimed]]
     kinds: dict[int, str] = field(default_factory=dict)  # op id -> kind
     earns: dict[int, list] = field(default_factory=dict)  # earn op id -> [lot id, points requested back]
 
@@ -102,9 +104,9 @@ class Model:
         self.mature(m, now)
         self.expire(m, now)
 
-    def spend(self, m: int, points: int) -> list[list]:
+    def spend(self, m: int, points: int, pending: bool = False) -> list[list]:
         spendable = [lot for lot in self.accounts[m].lots.values()
-                     if lot.matured and lot.remaining > 0 and not lot.expired]
+                     if lot.matured != pending and lot.remaining > 0 and not lot.expired]
         taken, left = [], points
         for lot in sorted(spendable, key=MLot.spend_order):
             if not left:
@@ -112,7 +114,7 @@ class Model:
             n = min(lot.remaining, left)
             lot.remaining -= n
             left -= n
-            taken.append([lot.id, n, False])
+            taken.append([lot.id, n, False, 0])
         assert left == 0, "model: the balance allowed more than the lots hold"
         return taken
 
@@ -151,26 +153,32 @@ class Model:
         hold.status = "captured"
         self.accounts[hold.m].redeemed += hold.points
 
-    def give_back(self, m: int, op_id: int, now: dt.datetime, kind: str) -> tuple[int, int]:
+    def give_back(self, m: int, op_id: int, now: dt.datetime, kind: str) -> tuple[int, int, int]:
         a = self.accounts[m]
-        total, dead = 0, Counter()
+        total, claimed, live, dead = 0, 0, Counter(), Counter()
         for allocation in self.taken[op_id]:
-            lot_id, n, returned = allocation
+            lot_id, n, returned, claim = allocation
             if returned:
                 continue
             total += n
-            lot = a.lots[lot_id]
-            if lot.dead_at(now):
-                dead[lot_id] += n
-            else:
-                lot.remaining += n
+            claimed += claim
+            (dead if a.lots[lot_id].dead_at(now) else live)[lot_id] += n - claim
             allocation[2] = True
+        for lot_id in sorted(live, key=lambda lot_id: a.lots[lot_id].spend_order()):
+            settle = min(a.debt, live[lot_id])
+            live[lot_id] -= settle
+            a.debt -= settle
+        for lot_id, n in live.items():
+            a.lots[lot_id].remaining += n
         if total:
             a.entries[(kind, total, None)] += 1
+        if claimed:
+            a.entries[("reverse", -claimed, None)] += 1
         for lot_id, n in dead.items():
-            a.entries[("expire", -n, lot_id)] += 1
-            a.expired += n
-        return total, sum(dead.values())
+            if n:
+                a.entries[("expire", -n, lot_id)] += 1
+                a.expired += n
+        return total, sum(dead.values()), total - sum(live.values()) - sum(dead.values())
 
     def void(self, hold_id: int, now: dt.datetime) -> None:
         hold = self.holds[hold_id]
@@ -189,35 +197,60 @@ class Model:
                 raise refused(InvalidLedgerState, "redemption_not_captured")
         elif kind != "redeem":
             raise refused(InvalidLedgerState, "not_a_redemption")
-        returned, dead = self.give_back(m, op_id, now, "reverse")
+        returned, dead, paid = self.give_back(m, op_id, now, "reverse")
         if not returned:
             raise refused(InvalidLedgerState, "redemption_already_cancelled")
         self.accounts[m].redeemed -= returned
-        return {"returned": returned, "expired": dead}
+        return {"returned": returned, "expired": dead, "refunds_paid": paid}
 
     def reverse(self, m: int, op_id: int, points: int, now: dt.datetime) -> dict:
         self.settle(m, now)
         if self.kinds[op_id] != "earn":
             raise refused(InvalidLedgerState, "not_an_earn")
         a = self.accounts[m]
-        lot_id, requested = self.earns[op_id]
+        lot_id, requested, expired_before = self.earns[op_id]
         lot = a.lots[lot_id]
         if requested + points > lot.points:
             raise refused(ReverseExceedsEarned)
-        self.earns[op_id][1] += points
         from_lot = min(points, lot.remaining)
         lot.remaining -= from_lot
-        rest = points - from_lot
+        expired = 0
+        if from_lot < points and lot.dead_at(now):
+            gone = -sum(n * count for (kind, n, of_lot), count in a.entries.items()
+                        if kind == "expire" and of_lot == lot_id)
+            expired = min(points - from_lot, max(gone - expired_before, 0))
+        self.earns[op_id] = [lot_id, requested + points, expired_before + expired]
+        rest = points - from_lot - expired
         from_others = min(rest, max(self.available(m), 0))
         taken_from_others = self.spend(m, from_others)
         shortfall = rest - from_others
-        uncollected = 0
+        uncollected = claimed = 0
         if shortfall and a.allow_negative:
-            a.debt += shortfall
-        else:
+            from_pending = min(shortfall, self.pending(m))
+            taken_from_others += self.spend(m, from_pending, pending=True)
+            a.debt += shortfall - from_pending
+        elif shortfall:
             uncollected = shortfall
-        taken = points - uncollected
+            claimed = self.claim(m, lot_id, uncollected)
+        taken = points - expired - uncollected
         if taken:
             a.entries[("reverse", -taken, lot_id)] += 1
-        result = {"earn": op_id, "requested": points, "reversed": taken, "uncollected": uncollected}
+        result = {"earn": op_id, "requested": points, "reversed": taken, "uncollected": uncollected,
+                  "claimed": claimed, "expired": expired}
         return result, taken_from_others
+
+    def claim(self, m: int, lot_id: int, points: int) -> int:
+        """Claim up to ``points`` on what open holds and standing redemptions took, ``lot_id``'s first."""
+        lots = self.accounts[m].lots
+        outstanding = [
+            (allocation[0] != lot_id, op_id, i, allocation)
+            for op_id, taken in sorted(self.taken.items()) if self.kinds.get(op_id) in ("redeem", "hold")
+            for i, allocation in enumerate(taken)
+            if allocation[0] in lots and not allocation[2] and allocation[3] < allocation[1]
+        ]
+        left = points
+        for *_order, allocation in sorted(outstanding, key=lambda row: row[:3]):
+            n = min(left, allocation[1] - allocation[3])
+            allocation[3] += n
+            left -= n
+        return points - left

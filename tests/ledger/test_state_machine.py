@@ -157,7 +157,7 @@ class LedgerMachine(RuleBasedStateMachine):
             lot = Lot.objects.get(operation=operation)
             self.model.credit(m, lot.pk, points, self.now, "earn")
             self.model.kinds[operation.pk] = "earn"
-            self.model.earns[operation.pk] = [lot.pk, 0]
+            self.model.earns[operation.pk] = [lot.pk, 0, 0]
             self.remember(m, services.points_earn, **kwargs)
             refs.append(Ref(m, operation.pk))
         return refs
@@ -342,11 +342,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 lot.id: (lot.remaining, lot.matured, lot.expired) for lot in a.lots.values()}, f"member {m}"
             assert entries.get(member.pk, Counter()) == +a.entries, f"member {m}"
         taken = {}
-        for op_id, lot_id, points, returned in Allocation.objects.filter(
+        for op_id, lot_id, points, returned, claimed in Allocation.objects.filter(
             operation__member__in=self.members
-        ).values_list("operation_id", "lot_id", "points", "returned").order_by("id"):
+        ).values_list("operation_id", "lot_id", "points", "returned", "claimed").order_by("id"):
             assert returned in (0, points)
-            taken.setdefault(op_id, []).append([lot_id, points, returned == points])
+            taken.setdefault(op_id, []).append([lot_id, points, returned == points, claimed])
         assert taken == {op_id: t for op_id, t in self.model.taken.items() if t}
         assert run_audit() == []
 
