@@ -74,8 +74,13 @@ def refund_post(*, program: Program, event: InboundEvent, clean: CleanEvent, mem
                                   description=f"refund {clean.event_id}", source=Source("event", clean.event_id),
                                   now=now)
         reversed_points = reversal.result["reversed"]
+        if reversal.result.get("expired"):
+            detail += f"; {reversal.result['expired']} points had already expired (not taken again)"
         if reversal.result["uncollected"]:
             detail += f"; {reversal.result['uncollected']} points already spent could not be taken back"
+            if reversal.result.get("claimed"):
+                detail += (f" ({reversal.result['claimed']} of them are owed by held or redeemed points:"
+                           " they pay the refund if they come back)")
     event.points = -points
     event.awards = [{"points": -reversed_points, "rule": "refund", "rule_id": None, "campaign": None,
                      "refunded_amount": str(total_refunded - earlier_amount), "purchase": purchase.event_id}]
