@@ -33,7 +33,8 @@ class EventInput(StrictSerializer):
     type = serializers.RegexField(
         r"^[a-z][a-z0-9_]{0,63}\Z", max_length=64,
         help_text="A built-in type (purchase, refund, signup) or one the program declares.")
-    member_id = serializers.CharField(max_length=255, trim_whitespace=False)
+    member_id = serializers.RegexField(rf"^[^/{schema.WHITESPACE}]{{1,255}}\Z", max_length=255,
+                                       help_text="No '/' and no white space, as a member's external_id.")
     occurred_at = serializers.DateTimeField(required=False, help_text="With a time zone; not in the future.")
     properties = serializers.DictField(
         required=False,
