@@ -930,19 +930,20 @@ def _expired_from(lot: Lot) -> int:
 def _claim_spent(*, member: Member, lot: Lot, points: int) -> int:
     """Claim up to ``points`` for a reversal on what the member's open holds and standing
     redemptions took, from ``lot`` first, then in the order they were taken. Returns the points claimed."""
-    allocations = list(
+    candidates = (
         Allocation.objects.filter(operation__member_id=member.pk, operation__kind__in=["redeem", "hold"],
                                   returned__lt=F("points"), claimed__lt=F("points"))
         .order_by(Case(When(lot_id=lot.pk, then=0), default=1), "id")
     )
-    left = points
-    for allocation in allocations:
+    left, claimed = points, []
+    for allocation in candidates.iterator(chunk_size=100):  # read only as far as the claim goes
         n = min(left, allocation.points - allocation.claimed)
         allocation.claimed += n
+        claimed.append(allocation)
         left -= n
         if not left:
             break
-    Allocation.objects.bulk_update([a for a in allocations if a.claimed], ["claimed"])
+    Allocation.objects.bulk_update(claimed, ["claimed"])
     return points - left
 
 
