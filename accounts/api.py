@@ -16,6 +16,8 @@ from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.strict import STORABLE_JSON_HELP, StrictQueryMixin, StrictSerializer, storable_json
 
 WS = schema.WHITESPACE  # Python's \s, spelled so that the schema's (ECMA) regex means the same
+# A member's external id: what /members/{external_id} can name (no '/', no white space).
+EXTERNAL_ID = rf"^[^/{WS}]{{1,255}}\Z"
 
 
 def EmailField(**kwargs) -> serializers.RegexField:  # noqa: N802 - a field factory
@@ -55,7 +57,7 @@ class MemberOut(serializers.Serializer):
 
 class MemberListView(IdempotentMixin, StrictQueryMixin, APIView):
     class InputSerializer(StrictSerializer):
-        external_id = serializers.RegexField(rf"^[^/{WS}]{{1,255}}\Z", max_length=255)
+        external_id = serializers.RegexField(EXTERNAL_ID, max_length=255)
         email = EmailField(required=False, allow_blank=True, max_length=254)
         attributes = serializers.DictField(required=False, validators=[storable_json], help_text=STORABLE_JSON_HELP)
 

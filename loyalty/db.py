@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, DataError, connections
 from django.db.models.base import ModelState
 
 # SQLSTATE of a number beyond its column's type (points balances are 32-bit integers).
-NUMERIC_VALUE_OUT_OF_RANGE = "22003"
+_NUMERIC_VALUE_OUT_OF_RANGE = "22003"
+
+
+def out_of_range(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a number too large for its column: nothing was
+    written, and the request, not the server, is at fault."""
+    return isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == _NUMERIC_VALUE_OUT_OF_RANGE
 
 _server_binding_cursor = None
 

@@ -9,6 +9,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.api import EXTERNAL_ID
 from ledger.selectors import balance_read
 from loyalty.api import schema
 from loyalty.api.errors import envelope
@@ -33,7 +34,7 @@ class EventInput(StrictSerializer):
     type = serializers.RegexField(
         r"^[a-z][a-z0-9_]{0,63}\Z", max_length=64,
         help_text="A built-in type (purchase, refund, signup) or one the program declares.")
-    member_id = serializers.RegexField(rf"^[^/{schema.WHITESPACE}]{{1,255}}\Z", max_length=255,
+    member_id = serializers.RegexField(EXTERNAL_ID, max_length=255,
                                        help_text="No '/' and no white space, as a member's external_id.")
     occurred_at = serializers.DateTimeField(required=False, help_text="With a time zone; not in the future.")
     properties = serializers.DictField(

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import DataError, OperationalError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner, Program
@@ -24,7 +24,7 @@ from ledger.models import Balance, Operation
 from ledger.selectors import balance_read
 from ledger.services import EarnRequest, Source
 from loyalty.api.renderers import JSONRenderer
-from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE, pg_int_array, prepared_cursor, prepared_update
+from loyalty.db import out_of_range, pg_int_array, prepared_cursor, prepared_update
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
@@ -198,7 +198,7 @@ def event_submit(*, program: Program, partner: Partner | None, payload: object) 
 
 def failure_error(exc: Exception) -> dict:
     """The ``error`` of an event whose processing raised ``exc``."""
-    if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_VALUE_OUT_OF_RANGE:
+    if out_of_range(exc):
         return {"type": "invalid_request_error", "code": "value_out_of_range", "param": None,
                 "message": "The points this event would earn, or the balance it would leave, are out of range."}
     return {"type": "api_error", "code": "processing_failed", "message": str(exc)[:500], "param": None}

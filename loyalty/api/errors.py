@@ -8,12 +8,11 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from loyalty.db import NUMERIC_VALUE_OUT_OF_RANGE
+from loyalty.db import out_of_range
 from loyalty.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ def exception_handler(exc, context):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(envelope("invalid_request_error", "request_too_large",
                                  f"The request body is larger than {limit:,} bytes."), status=413)
-    if isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == NUMERIC_VALUE_OUT_OF_RANGE:
+    if out_of_range(exc):
         # A figure beyond what the ledger stores (points balances are 32-bit); nothing was written.
         logger.warning("value out of range in an API request: %s", exc)
         return Response(envelope("invalid_request_error", "value_out_of_range",
