@@ -30,9 +30,10 @@ def prepared_cursor():
     db = connections[DEFAULT_DB_ALIAS]  # once: each attribute read through ``connection`` costs a lookup
     if _server_binding_cursor is None:
         from django.db.backends.postgresql.base import ServerBindingCursor
-        from django_prometheus.db.common import ExportingCursorWrapper
 
-        _server_binding_cursor = ExportingCursorWrapper(ServerBindingCursor, db.alias, db.vendor)
+        from loyalty.dbbackend.metrics import exporting_cursor
+
+        _server_binding_cursor = exporting_cursor(ServerBindingCursor, db.alias, db.vendor)
     db.close_if_health_check_failed()
     db.ensure_connection()
     db.validate_thread_sharing()

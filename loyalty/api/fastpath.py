@@ -26,18 +26,20 @@ from loyalty.jsontext import unstorable
 _PLAIN_ACCEPTS = frozenset((None, "", "*/*", "application/json"))
 _authentication = PartnerKeyAuthentication()
 _renderer = JSONRenderer()
+_allow: dict[type, str] = {}  # view class -> its Allow header
 
 
 def plain_get_key(request, path_values) -> PartnerAPIKey | None:
     """The partner key of a GET that DRF would answer with its defaults, counted against its rate
     limit; None when DRF must answer it. ``path_values``: the view's arguments from the URL, which
-    must be storable text (``StrictQueryMixin`` answers 404 to the others)."""
+    must be storable text (``StrictQueryMixin`` answers 404 to the others). The key, its partner
+    and its program are the ones the process's requests share: read them, never change them."""
     meta = request.META
     if (request.method != "GET" or meta.get("QUERY_STRING") or meta.get("HTTP_ACCEPT") not in _PLAIN_ACCEPTS
             or unstorable(path_values)):
         return None
     try:
-        found = _authentication.authenticate(request)
+        found = _authentication.authenticate(request, shared=True)  # read here, never changed
     except AuthenticationFailed:
         return None
     if found is None:
@@ -53,5 +55,8 @@ def plain_get_key(request, path_values) -> PartnerAPIKey | None:
 def json_ok(data, view) -> HttpResponse:
     """200 with ``data`` as DRF's ``Response(data)`` from ``view`` would render it."""
     response = HttpResponse(_renderer.render(data), content_type="application/json")
-    response["Allow"] = ", ".join(view.allowed_methods)
+    allow = _allow.get(type(view))
+    if allow is None:
+        allow = _allow[type(view)] = ", ".join(view.allowed_methods)
+    response["Allow"] = allow
     return response

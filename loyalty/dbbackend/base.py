@@ -30,11 +30,13 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.db.backends.postgresql import base as postgresql
 from django.db.backends.utils import debug_transaction
 from django_prometheus.db.backends.postgresql import base
 from psycopg import pq
 
 from loyalty.dbbackend.adapters import with_utc_loader
+from loyalty.dbbackend.metrics import exporting_cursor
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -60,7 +62,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().close_if_health_check_failed()
 
     def get_connection_params(self):
-        params = super().get_connection_params()
+        # Django's parameters, and django-prometheus's metrics from a cursor class whose labelled
+        # series are looked up once (``metrics.py``), instead of django-prometheus's own wrapper.
+        params = postgresql.DatabaseWrapper.get_connection_params(self)
+        params["cursor_factory"] = exporting_cursor(params["cursor_factory"], self.alias, self.vendor)
         params["context"] = with_utc_loader(params["context"])
         return params
 

@@ -1,0 +1,52 @@
+"""django-prometheus's database metrics, with each cursor class's labelled series looked up once.
+
+django-prometheus's cursor wrapper (``django_prometheus.db.common.ExportingCursorWrapper``) looks up
+the labelled series of ``execute_total`` and ``query_duration_seconds`` on every statement
+(``labels()`` checks its arguments and takes a lock) and wraps each one in two context managers.
+This one updates the same series, under the same names and labels, through children looked up
+when the class is made: a statement costs a few microseconds less, on every path that talks to
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django_prometheus.db import errors_total, execute_many_total, execute_total, query_duration_seconds
+
+
+def exporting_cursor(cursor_class, alias: str, vendor: str):
+    """A subclass of ``cursor_class`` that counts and times its statements."""
+    executed = execute_total.labels(alias, vendor)
+    executed_many = execute_many_total.labels(alias, vendor)
+    duration = query_duration_seconds.labels(alias, vendor)
+
+    def failed(exc: BaseException) -> None:
+        errors_total.labels(alias, vendor, type(exc).__name__).inc()
+
+    class ExportingCursor(cursor_class):
+        def execute(self, *args, **kwargs):
+            executed.inc()
+            started = time.perf_counter()
+            try:
+                return super().execute(*args, **kwargs)
+            except BaseException as exc:
+                failed(exc)
+                raise
+            finally:
+                duration.observe(time.perf_counter() - started)
+
+        def executemany(self, query, params_seq, *args, **kwargs):
+            params_seq = list(params_seq)  # counted first, as django-prometheus does
+            executed.inc(len(params_seq))
+            executed_many.inc(len(params_seq))
+            started = time.perf_counter()
+            try:
+                return super().executemany(query, params_seq, *args, **kwargs)
+            except BaseException as exc:
+                failed(exc)
+                raise
+            finally:
+                duration.observe(time.perf_counter() - started)
+
+    return ExportingCursor
