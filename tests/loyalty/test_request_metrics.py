@@ -1,5 +1,6 @@
 """The HTTP series at /metrics: latency and responses by view, method and status; exceptions."""
 
+import logging
 import re
 
 import pytest
@@ -75,3 +76,17 @@ def test_an_exception_in_a_view_is_counted_with_its_500():
     assert sample(after, "django_http_responses_total_by_status_view_method_total", status="500", view="boom",
                   method="GET") - sample(before, "django_http_responses_total_by_status_view_method_total",
                                          status="500", view="boom", method="GET") == 1
+
+
+@pytest.mark.urls(__name__)
+def test_a_4xx_answer_is_not_logged_and_a_5xx_is_with_its_traceback(client, caplog):
+    # LOG_LEVEL_REQUESTS (default ERROR): the access log lists every answer; Django's request log
+    # keeps the server's faults only.
+    client.raise_request_exception = False
+    with caplog.at_level(logging.DEBUG, logger="loyalty"):
+        assert client.get("/no-such-page").status_code == 404
+        assert client.post("/api/v1/redemptions", data={}, content_type="application/json").status_code == 401
+        assert client.get("/boom").status_code == 500
+    logged = [record for record in caplog.records if record.name == "django.request"]
+    assert [(record.levelno, record.exc_info is not None) for record in logged] == [(logging.ERROR, True)]
+    assert "/boom" in logged[0].getMessage()
