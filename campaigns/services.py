@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 
 from django.db import connection, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Member, Program
@@ -68,9 +68,11 @@ def _check_reward(reward: Reward, member: Member, quantity: int, now: dt.datetim
     ):
         raise RewardUnavailable(f"The reward {reward.code!r} is not available now.", param="reward")
     if reward.per_member_limit is not None:
+        # Captured ones, and holds still in time: a hold past its timeout can no longer be captured,
+        # and no longer counts, before the beat job voids it.
         taken = (
-            Redemption.objects.filter(member=member, reward=reward,
-                                      status__in=[Redemption.Status.HELD, Redemption.Status.CAPTURED])
+            Redemption.objects.filter(member=member, reward=reward)
+            .filter(Q(status=Redemption.Status.CAPTURED) | Q(status=Redemption.Status.HELD, hold__expires_at__gt=now))
             .aggregate(n=Sum("quantity"))["n"] or 0
         )
         if taken + quantity > reward.per_member_limit:
