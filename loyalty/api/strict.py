@@ -52,7 +52,7 @@ def _field_copy(field: serializers.Field) -> serializers.Field:
 class StrictSerializer(serializers.Serializer):
     def get_fields(self):
         # DRF deep-copies every declared field for every serializer instance, and a field's deep
-        # copy runs its constructor again: about half of a request body's validation (bench/API.md).
+        # copy runs its constructor again: about half of a request body's validation (docs/architecture.md).
         return {name: _field_copy(field) for name, field in self._declared_fields.items()}
 
     def to_internal_value(self, data):
