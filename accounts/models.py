@@ -38,6 +38,12 @@ class Program(models.Model):
     enroll_on_first_event = models.BooleanField(
         default=False, help_text="An event for an unknown member enrolls them instead of being refused."
     )
+    event_max_age_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Events that happened longer ago than this many days (by their occurred_at) are rejected, "
+                  "event_too_old, and kept: a late event cannot earn in a period already closed, nor use a "
+                  "past day's caps. Empty: any age (to import history, say).",
+    )
     rules_version = models.PositiveIntegerField(
         default=0, editable=False, help_text="Bumped by every change to the earning rules; caches follow it."
     )
@@ -49,6 +55,10 @@ class Program(models.Model):
             models.CheckConstraint(
                 condition=models.Q(expiry_days__isnull=True) | models.Q(expiry_days__gt=0),
                 name="program_expiry_days_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(event_max_age_days__isnull=True) | models.Q(event_max_age_days__gt=0),
+                name="program_event_max_age_days_positive",
             ),
         ]
 

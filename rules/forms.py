@@ -189,7 +189,8 @@ class TryItForm(forms.Form):
         self.now = timezone.now()
         try:
             cleaned_data["clean_event"] = event_clean(
-                payload, custom_schemas=pipeline.custom_schemas(program), now=self.now
+                payload, custom_schemas=pipeline.custom_schemas(program), now=self.now,
+                max_age_days=program.event_max_age_days,
             )
         except EventInvalid as exc:
             on_member = exc.param == "member_id" and cleaned_data.get("member")

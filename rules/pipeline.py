@@ -256,7 +256,8 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
     try:
         if invalid:
             raise invalid
-        clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now)
+        clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now,
+                            max_age_days=program.event_max_age_days)
         event.type, event.member_external_id = clean.type, clean.member_id
         event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
         if clean.type == "refund":
@@ -352,7 +353,8 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
         try:
             if unstorable:
                 raise unstorable
-            cleaned.append((index, event_clean(payload, custom_schemas=schemas, now=now)))
+            cleaned.append((index, event_clean(payload, custom_schemas=schemas, now=now,
+                                               max_age_days=program.event_max_age_days)))
         except EventInvalid as exc:
             result.rejected.append({"index": index, "event_id": raw_id if isinstance(raw_id, str) else None,
                                     "error": _error(exc)})

@@ -152,8 +152,11 @@ def _first_error(schema: dict, properties: dict) -> tuple[str, str] | None:
     return ".".join(str(part) for part in path), message
 
 
-def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime) -> CleanEvent:
-    """Check one event; raise ``EventInvalid`` with a code and the offending field."""
+def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime,
+                max_age_days: int | None = None) -> CleanEvent:
+    """Check one event; raise ``EventInvalid`` with a code and the offending field. With
+    ``max_age_days`` (the program's ``event_max_age_days``), an event that happened longer ago is
+    ``event_too_old``."""
     if not isinstance(payload, dict):
         raise EventInvalid("An event must be a JSON object.")
     unknown = sorted(set(payload) - ENVELOPE_FIELDS)
@@ -184,6 +187,9 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
                            code="invalid_field")
     elif occurred_at > now + dt.timedelta(minutes=5):
         raise EventInvalid("occurred_at is in the future.", param="occurred_at", code="invalid_field")
+    elif max_age_days is not None and occurred_at < now - dt.timedelta(days=max_age_days):
+        raise EventInvalid(f"occurred_at is more than {max_age_days} days ago: this program takes events of the "
+                           f"last {max_age_days} days.", param="occurred_at", code="event_too_old")
     properties = payload.get("properties", {})
     if not isinstance(properties, dict):
         raise EventInvalid("properties must be an object.", param="properties", code="invalid_field")

@@ -1,6 +1,9 @@
 """The events part of the partner API: POST /events, GET /events/{id}, POST /events/batch."""
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from accounts.models import Member, Program
 from ledger.audit import run_audit
@@ -460,3 +463,40 @@ def test_inline_and_batch_paths_count_cap_periods_alike(api, program, member, ma
     events_process(list(InboundEvent.objects.filter(status="received").values_list("id", flat=True)))
     periods = {usage.member_id: usage.period for usage in RuleUsage.objects.filter(rule=rule)}
     assert periods == {member.pk: "2026-11-23", other.pk: "2026-11-23"}
+
+
+# --- the program's window for late events ---------------------------------------------------
+
+
+def _days_ago(days: float) -> str:
+    return (timezone.now() - dt.timedelta(days=days)).isoformat()
+
+
+def test_a_program_without_a_window_takes_events_of_any_age(api, member, spend_rule):
+    response = post(api, dict(purchase("old-1", member.external_id), occurred_at=_days_ago(3 * 365)))
+    assert response.status_code == 201 and response.json()["status"] == "processed"
+
+
+def test_an_event_older_than_the_programs_window_is_rejected_and_kept(api, program, member, spend_rule):
+    Program.objects.filter(pk=program.pk).update(event_max_age_days=30)
+    late = post(api, dict(purchase("late-1", member.external_id), occurred_at=_days_ago(30.1)))
+    assert late.status_code == 400, late.json()
+    error = late.json()["error"]
+    assert (error["code"], error["param"]) == ("event_too_old", "occurred_at")
+    assert error["message"] == "occurred_at is more than 30 days ago: this program takes events of the last 30 days."
+    kept = InboundEvent.objects.get(event_id="late-1")
+    assert (kept.status, kept.error["code"], kept.points) == ("rejected", "event_too_old", 0)
+    on_time = post(api, dict(purchase("late-2", member.external_id), occurred_at=_days_ago(29.9)))
+    assert on_time.status_code == 201 and on_time.json()["awards"]
+    assert Balance.objects.get(member=member).lifetime_earned == on_time.json()["balance"]["lifetime_earned"] > 0
+
+
+def test_a_batch_rejects_its_late_events_alone(api, program, member, spend_rule):
+    Program.objects.filter(pk=program.pk).update(event_max_age_days=7)
+    events = [dict(purchase("w-0", member.external_id), occurred_at=_days_ago(1)),
+              dict(purchase("w-1", member.external_id), occurred_at=_days_ago(8)),
+              dict(purchase("w-2", member.external_id), occurred_at=_days_ago(6))]
+    body = batch(api, {"events": events}).json()
+    rejected = [(r["index"], r["error"]["code"]) for r in body["rejected"]]
+    assert (body["accepted"], rejected) == (2, [(1, "event_too_old")])
+    assert InboundEvent.objects.get(event_id="w-1").status == "rejected"

@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 
 import pytest
@@ -5,6 +6,7 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 
 from accounts.models import Member, Program
@@ -337,3 +339,13 @@ def test_inbox_pages_come_from_an_index_with_and_without_the_program_filter(admi
     plan = every.queryset.explain()
     assert "Index Scan Backward using rules_inboundevent_pkey" in plan and "Sort" not in plan, plan
     assert "event_recent" in mine.queryset.explain()
+
+
+def test_try_it_applies_the_programs_window_for_late_events(admin_client, make_program, make_member):
+    program = make_program(event_max_age_days=7)
+    make_member(program, external_id="m")
+    late = dict(purchase("t", "m"), occurred_at=(timezone.now() - dt.timedelta(days=8)).isoformat())
+    response = admin_client.post(reverse("admin:rules_rule_try"),
+                                 {"program": program.pk, "member": "m", "event": json.dumps(late)})
+    assert "occurred_at is more than 7 days ago" in response.context["form"].errors["event"][0]
+    assert response.context["result"] is None
