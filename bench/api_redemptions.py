@@ -1,7 +1,7 @@
 """Partner API write path over HTTP: concurrent POST /api/v1/redemptions on shared members, then no overspend.
 
 Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
-WEB_CONCURRENCY workers, default 2 x CPUs, of WEB_THREADS threads, default 4, ``DEBUG=0``,
+WEB_CONCURRENCY workers, default one per CPU (at least 2), of WEB_THREADS threads, default 4, ``DEBUG=0``,
 ``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds 200 members funded with known points (two lots each, through
 ``ledger.services.points_earn_many``: 1,000 to 3,000 points a member) and two rewards, then 50
 client threads (Python ``http.client``, one HTTP/1.1 connection each, reopened whenever the
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of 201s sent again with the same Idempotency-Key (default 0.05)")
     parser.add_argument("--no-idempotency-key", action="store_true", help="send no Idempotency-Key (no replays)")
     parser.add_argument("--web-workers", type=int, help="gunicorn workers (default: make run's WEB_CONCURRENCY "
-                        "or 2 x CPUs)")
+                        "or one per CPU, at least 2)")
     parser.add_argument("--db", default="bench_api_redemptions", help="database to create (dropped at the end)")
     parser.add_argument("--redis-db", type=int, default=12, help="Redis database of the server's cache and broker")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")

@@ -4,10 +4,16 @@
 for its TCP connection once, not per request. Each thread holds its own persistent database
 connection (``DB_CONN_MAX_AGE``). Every figure can be set in the environment.
 
-By default two processes per CPU of four threads each. One thread per process (8 x 1 on two
-CPUs) served the balance read faster in three paired runs, but redemptions, whose requests
-wait on row locks and so hold up a single-threaded process, at two thirds of the rate and with
-twice the tail (``bench/API.md``).
+By default one process per CPU (at least two) of four threads each: a process cannot use more
+than one CPU (Python's global lock), and its threads overlap their database round trips. On two
+CPUs, 2 x 4 gave the closed-loop redemption benchmark a p99 of 80-105 ms in five runs against
+99-168 ms for the earlier default of two processes per CPU (4 x 4), at the same throughput, with
+the balance read, real-time events and batch ingest unchanged (``bench/RESULTS.md``, eleventh
+measurement): the kernel spreads 50 kept-alive connections more evenly over two sockets than
+over four, and fewer threads take turns at each process's lock. One thread per process served
+redemptions, whose requests wait on row locks and so hold up a single-threaded process, at two
+thirds of the rate and with twice the tail (``bench/API.md``). With a database further away than
+this machine, a request waits longer on each round trip: raise ``WEB_THREADS``.
 
 On Linux each worker listens on a socket of its own (``SO_REUSEPORT``, ``WEB_REUSE_PORT=0`` turns
 it off), and the kernel spreads new connections over the workers. On one shared socket the worker
@@ -27,7 +33,7 @@ import sys
 
 
 def default_workers() -> int:
-    return int(os.environ.get("WEB_CONCURRENCY") or max(2, (os.cpu_count() or 1) * 2))
+    return int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 
 
 def default_threads() -> int:
