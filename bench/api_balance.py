@@ -1,12 +1,12 @@
 """Partner API read path over HTTP: GET /api/v1/members/{id}/balance against the production server setup.
 
 Runs the platform as ``make run`` does (``bench/_server.py``: ``gunicorn -c loyalty/gunicorn_conf.py`` with
-WEB_CONCURRENCY workers, default one per CPU (at least 2), of WEB_THREADS threads, default 4,
-``DEBUG=0``, a generated ``SECRET_KEY``, ``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds
-10,000 members and funds each with 3 lots through ``ledger.services.points_earn_many`` (earned 270,
-150 and 30 days ago, so every balance lists 3 open lots by expiry), then drives 16 concurrent HTTP/1.1 client connections for
-20 s at random members' balances. Baseline, same run, same server, same load: the bare JSON
-endpoint ``GET /healthz`` (Django's full middleware stack, no DRF, no authentication, no query).
+WEB_CONCURRENCY workers, default one per CPU (at least 2), of WEB_THREADS threads, default 4, ``DEBUG=0``, a
+generated ``SECRET_KEY``, ``LOYALTY_PLAIN_HTTP=1``) on a database of its own, seeds 10,000 members and funds
+each with 3 lots through ``ledger.services.points_earn_many`` (earned 270, 150 and 30 days ago, so every
+balance lists 3 open lots by expiry), then drives 16 concurrent HTTP/1.1 client connections for 20 s at random
+members' balances. Baseline, same run, same server, same load: the bare JSON endpoint ``GET /healthz``
+(Django's full middleware stack, no DRF, no authentication, no query).
 
     .venv/bin/python -m bench.api_balance                          # wrk if installed, else Python threads
     .venv/bin/python -m bench.api_balance --client python          # force the http.client threads
