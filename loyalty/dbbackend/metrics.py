@@ -21,32 +21,26 @@ def exporting_cursor(cursor_class, alias: str, vendor: str):
     executed_many = execute_many_total.labels(alias, vendor)
     duration = query_duration_seconds.labels(alias, vendor)
 
-    def failed(exc: BaseException) -> None:
-        errors_total.labels(alias, vendor, type(exc).__name__).inc()
+    def measured(run, *args, **kwargs):
+        """``run(*args, **kwargs)`` timed, and counted by its error's type if it raises."""
+        started = time.perf_counter()
+        try:
+            return run(*args, **kwargs)
+        except BaseException as exc:
+            errors_total.labels(alias, vendor, type(exc).__name__).inc()
+            raise
+        finally:
+            duration.observe(time.perf_counter() - started)
 
     class ExportingCursor(cursor_class):
         def execute(self, *args, **kwargs):
             executed.inc()
-            started = time.perf_counter()
-            try:
-                return super().execute(*args, **kwargs)
-            except BaseException as exc:
-                failed(exc)
-                raise
-            finally:
-                duration.observe(time.perf_counter() - started)
+            return measured(super().execute, *args, **kwargs)
 
         def executemany(self, query, params_seq, *args, **kwargs):
             params_seq = list(params_seq)  # counted first, as django-prometheus does
             executed.inc(len(params_seq))
             executed_many.inc(len(params_seq))
-            started = time.perf_counter()
-            try:
-                return super().executemany(query, params_seq, *args, **kwargs)
-            except BaseException as exc:
-                failed(exc)
-                raise
-            finally:
-                duration.observe(time.perf_counter() - started)
+            return measured(super().executemany, query, params_seq, *args, **kwargs)
 
     return ExportingCursor
