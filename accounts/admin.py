@@ -25,6 +25,7 @@ from accounts.models import Member, Partner, PartnerAPIKey, Program
 from accounts.services import member_create, partner_create
 from ledger.models import Balance, Entry, Lot
 from ledger.services import points_adjust
+from loyalty.admin_lists import LargeListAdmin
 from loyalty.errors import DomainError
 
 # Keys here belong to a partner; the library's own partner-less APIKey would only confuse.
@@ -128,7 +129,7 @@ def _balance_figure(name: str):
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):
+class MemberAdmin(LargeListAdmin):
     list_display = ("external_id", "program", "email", "status", "tier", "available", "pending", "held", "enrolled_at")
     list_filter = ("program", "status")
     list_select_related = ("program", "balance")

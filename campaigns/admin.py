@@ -31,6 +31,7 @@ from accounts.admin import LatestFormSet, ViewOnlyInline
 from campaigns import services
 from campaigns.forms import RewardForm, VoucherUploadForm
 from campaigns.models import Redemption, Reward, VoucherCode
+from loyalty.admin_lists import LargeListAdmin
 from loyalty.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -226,14 +227,13 @@ class VoucherStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(VoucherCode)
-class VoucherCodeAdmin(admin.ModelAdmin):
+class VoucherCodeAdmin(LargeListAdmin):
     list_display = ("code", "reward", "state", "redemption_link", "given_at")
     list_filter = (VoucherStateFilter, "reward__program", "reward")
     list_select_related = ("reward", "redemption")
     search_fields = ("=code",)
     search_help_text = "A code (exact)."
     ordering = ("-id",)
-    show_full_result_count = False
     fields = ("reward", "code", "state", "redemption_link", "given_at")
     readonly_fields = ("state", "redemption_link")
     actions = ("delete_free",)
@@ -293,7 +293,7 @@ class VoucherCodeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Redemption)
-class RedemptionAdmin(admin.ModelAdmin):
+class RedemptionAdmin(LargeListAdmin):
     list_display = ("public_id", "member_external_id", "reward", "points", "status", "voucher_code", "created_at",
                     "resolved_at")
     list_filter = ("status", "program", "reward")
@@ -301,7 +301,6 @@ class RedemptionAdmin(admin.ModelAdmin):
     search_fields = ("=public_id", "=member__external_id", "=voucher_codes__code")
     search_help_text = "An exact redemption id (rdm_...), member external id or voucher code."
     ordering = ("-id",)
-    show_full_result_count = False
     actions = ("capture", "void", "cancel")
     fieldsets = (
         (None, {"fields": ("public_id", "status", "program", "member", "reward", "quantity", "points",

@@ -5,16 +5,16 @@ from __future__ import annotations
 from django.contrib import admin
 
 from ledger.models import Balance, Entry, Hold, Lot, Operation
+from loyalty.admin_lists import LargeListAdmin
 
 # Exact match: these tables are large, and (program, external_id) is indexed.
 MEMBER_SEARCH = "member__external_id__exact"
 
 
-class LedgerAdmin(admin.ModelAdmin):
+class LedgerAdmin(LargeListAdmin):
     list_select_related = ("member__program",)
     search_fields = (MEMBER_SEARCH,)
     search_help_text = "A member's external id (exact)."
-    show_full_result_count = False
 
     def has_add_permission(self, request):
         return False

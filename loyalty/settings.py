@@ -259,6 +259,10 @@ WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env_int("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS
 IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24)
 IDEMPOTENCY_LOCK_SECONDS = env_int("IDEMPOTENCY_LOCK_SECONDS", 60)
 
+# Admin lists of large tables count at most this many rows to number their pages
+# (loyalty.admin_lists): past it they say "more than" and filters or search narrow them down.
+ADMIN_LIST_COUNT_LIMIT = env_int("ADMIN_LIST_COUNT_LIMIT", 10000)
+
 # Ledger upkeep
 LEDGER_PARTITION_MONTHS_AHEAD = env_int("LEDGER_PARTITION_MONTHS_AHEAD", 3)
 LEDGER_EXPIRY_BATCH_SIZE = env_int("LEDGER_EXPIRY_BATCH_SIZE", 5000)

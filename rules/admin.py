@@ -1,3 +1,4 @@
+
 """Admin for earning rules, custom event types and the events inbox.
 
 Rules and event types are saved and deleted through ``rules.services`` (which validate the
@@ -24,6 +25,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 
+from loyalty.admin_lists import LargeListAdmin
 from rules.forms import EventTypeForm, RuleForm, TryItForm, example_event
 from rules.models import EventType, InboundEvent, Rule
 from rules.pipeline import event_reprocess
@@ -231,13 +233,12 @@ class InboxChangeList(ChangeList):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(admin.ModelAdmin):
+class InboundEventAdmin(LargeListAdmin):
     list_display = ("received_at", "event_id", "type", "member_external_id", "status", "points")
     list_filter = (StatusFilter, EventTypeFilter, "program", ("received_at", admin.DateFieldListFilter))
     search_fields = ("=event_id", "=member_external_id", "=order_id")
     search_help_text = "An exact event id, member external id or order id."
     ordering = ("-received_at", "-id")
-    show_full_result_count = False
     actions = ("reprocess",)
     fieldsets = (
         (None, {"fields": ("status", "program", "partner", "event_id", "type", "member_external_id", "member",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
+from loyalty.admin_lists import LargeListAdmin
 from loyalty.errors import DomainError
 from webhooks.models import WEBHOOK_EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.services import (
@@ -97,7 +98,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             endpoint_delete(endpoint=endpoint)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(LargeListAdmin):
     def has_add_permission(self, request):
         return False
 
