@@ -8,6 +8,12 @@ back more than was earned, and rounding never drifts.
 
 A refund whose purchase is unknown (or not processed yet) is rejected with code
 ``purchase_not_found`` and kept; "reprocess" in the admin tries it again later.
+
+What a refund takes back from a capped rule's award no longer counts toward that rule's cap for
+the member, in the cap period of the purchase: the points in the same proportion (points caps),
+and the time the rule fired once the whole purchase has come back (times caps). A "once a day"
+bonus whose purchase is returned in full can be earned again that day; a partial return leaves it
+used.
 """
 
 from __future__ import annotations
@@ -18,7 +24,10 @@ from decimal import ROUND_FLOOR, Decimal
 from accounts.models import Member, Program
 from ledger.models import Operation
 from ledger.services import Source, points_reverse
-from rules.models import InboundEvent
+from loyalty.db import prepared_cursor
+from loyalty.jsontext import pg_json
+from rules.engine import cap_period_key
+from rules.models import InboundEvent, Rule
 from rules.validation import CleanEvent, EventInvalid
 
 
@@ -67,6 +76,10 @@ def refund_post(*, program: Program, event: InboundEvent, clean: CleanEvent, mem
     detail = f"{total_refunded} of {bought} refunded in all"
     if earlier_amount + refunded > bought:
         detail += f" (refunds of {earlier_amount + refunded} capped at the purchase amount)"
+    before = _share(min(earlier_amount, bought), bought, refunded_before=earlier.exists())
+    given_back = caps_give_back(purchase, member.pk, before, _share(total_refunded, bought, refunded_before=True))
+    if given_back:
+        detail += f"; no longer counted toward caps: {given_back}"
     reversed_points = 0
     if points:
         earn = Operation.objects.get(program=program, key=f"event:{purchase.pk}")
@@ -86,3 +99,50 @@ def refund_post(*, program: Program, event: InboundEvent, clean: CleanEvent, mem
                      "refunded_amount": str(total_refunded - earlier_amount), "purchase": purchase.event_id}]
     event.trace = [{"rule_id": None, "rule": "refund", "outcome": "fired" if points else "no_points",
                     "points": -reversed_points, "detail": detail}]
+
+
+def _share(amount: Decimal, bought: Decimal, *, refunded_before: bool) -> Decimal:
+    """The share of the purchase refunded by ``amount``; a purchase of 0 is all refunded by its
+    first refund."""
+    if bought:
+        return amount / bought
+    return Decimal(1) if refunded_before else Decimal(0)
+
+
+_GIVE_BACK_SQL = """
+UPDATE rules_ruleusage u SET points = GREATEST(u.points - x.pt, 0), times = GREATEST(u.times - x.t, 0)
+FROM json_to_recordset(%s::json) AS x(r bigint, m bigint, p text, pt bigint, t int)
+WHERE u.rule_id = x.r AND u.member_id = x.m AND u.period = x.p
+"""
+
+
+def caps_give_back(purchase: InboundEvent, member_id: int, before: Decimal, after: Decimal) -> str:
+    """Take out of the member's cap counters what a refund took back of ``purchase``'s awards:
+    from the share ``before`` of the purchase refunded to ``after``. Each capped rule's counter of
+    the purchase's period loses ``floor(award x after) - floor(award x before)`` points, and one
+    time once ``after`` is the whole purchase. The period is the one the rule's cap has now (a cap
+changed since the purchase is given back in its new period); rules deleted or no longer capped
+since are left.
+    Under the member's lock, as the counters are written. Says what it gave back, for the trace."""
+    awarded: dict[int, int] = {}
+    for award in purchase.awards:
+        if award.get("rule_id") is not None and award.get("points", 0) > 0:
+            awarded[award["rule_id"]] = awarded.get(award["rule_id"], 0) + award["points"]
+    if not awarded or after <= before:
+        return ""
+    capped = Rule.objects.filter(pk__in=awarded).exclude(member_cap_period="").values_list(
+        "id", "name", "member_cap_period")
+    rows, said = [], []
+    for rule_id, name, period in capped:
+        points = (int((awarded[rule_id] * after).to_integral_value(ROUND_FLOOR))
+                  - int((awarded[rule_id] * before).to_integral_value(ROUND_FLOOR)))
+        times = 1 if after >= 1 > before else 0
+        if points or times:
+            when = purchase.occurred_at or purchase.received_at
+            rows.append({"r": rule_id, "m": member_id, "p": cap_period_key(period, when),
+                         "pt": points, "t": times})
+            said.append(f"{name!r} {points} points" + (", 1 time" if times else ""))
+    if rows:
+        with prepared_cursor() as cursor:
+            cursor.execute(_GIVE_BACK_SQL, [pg_json(rows)])
+    return "; ".join(said)

@@ -8,7 +8,7 @@ from ledger.audit import run_audit
 from ledger.models import Balance, Entry, Operation
 from ledger.services import points_redeem
 from rules import pipeline
-from rules.models import InboundEvent
+from rules.models import InboundEvent, RuleUsage
 from tests.rules import fixtures_rules
 from tests.rules.fixtures_rules import purchase, refund
 
@@ -279,4 +279,92 @@ def test_a_rejected_refund_from_a_newcomer_enrolls_nobody(send, program, spend):
     back = send(refund("r-new", "newcomer", "o-none"), to=program)
     assert (back.status, back.error["code"]) == ("rejected", "purchase_not_found")
     assert not Member.objects.filter(program=program, external_id="newcomer").exists()
+    assert run_audit() == []
+
+
+# --- what a refund gives back to capped rules ---------------------------------------------
+
+
+@pytest.fixture
+def daily_bonus(program, make_rule):
+    return make_rule(program, kind="event", name="first purchase of the day", event_type="purchase", points=50,
+                     member_cap_period="day", member_cap_times=1)
+
+
+def usage(rule, member) -> list[tuple]:
+    return list(RuleUsage.objects.filter(rule=rule, member_id=member.pk).values_list("period", "points", "times"))
+
+
+def outcome(event, rule) -> tuple:
+    return next((entry["outcome"], entry["points"]) for entry in event.trace if entry["rule_id"] == rule.pk)
+
+
+def test_a_full_refund_gives_a_once_a_day_bonus_back(send, member, spend, daily_bonus):
+    assert send(purchase("p1", member.external_id, amount="10.00", order_id="o-1")).points == 60
+    second = send(purchase("p2", member.external_id, amount="10.00", order_id="o-2"))
+    assert (second.points, outcome(second, daily_bonus)) == (10, ("cap_reached", 0))
+    back = send(refund("r1", member.external_id, "o-1"))
+    assert (back.status, back.points) == ("processed", -60)
+    assert "no longer counted toward caps: 'first purchase of the day' 50 points, 1 time" in back.trace[0]["detail"]
+    assert usage(daily_bonus, member) == [("2026-11-22", 0, 0)]
+    third = send(purchase("p3", member.external_id, amount="10.00", order_id="o-3"))
+    assert (third.points, outcome(third, daily_bonus)) == (60, ("fired", 50))
+    assert usage(daily_bonus, member) == [("2026-11-22", 50, 1)]
+    assert available(member) == 10 + 60
+    assert run_audit() == []
+
+
+def test_a_partial_refund_leaves_the_bonus_used_until_the_rest_comes_back(send, member, spend, daily_bonus):
+    send(purchase("p1", member.external_id, amount="10.00", order_id="o-1"))  # 10 + 50
+    half = send(refund("r1", member.external_id, "o-1", amount="5.00"))
+    assert half.points == -30
+    assert usage(daily_bonus, member) == [("2026-11-22", 25, 1)]  # half the points, but it still fired
+    again = send(purchase("p2", member.external_id, amount="10.00", order_id="o-2"))
+    assert outcome(again, daily_bonus) == ("cap_reached", 0)
+    rest = send(refund("r2", member.external_id, "o-1", amount="5.00"))
+    assert rest.points == -30
+    assert usage(daily_bonus, member) == [("2026-11-22", 0, 0)]
+    more = send(refund("r3", member.external_id, "o-1", amount="5.00"))  # nothing left to refund
+    assert (more.points, usage(daily_bonus, member)) == (0, [("2026-11-22", 0, 0)])
+    assert "caps" not in more.trace[0]["detail"]
+    assert outcome(send(purchase("p3", member.external_id, amount="10.00", order_id="o-3")), daily_bonus) == (
+        "fired", 50)
+    assert run_audit() == []
+
+
+def test_a_points_cap_counts_only_what_was_not_refunded(program, make_rule, send, member):
+    capped = make_rule(program, kind="spend", name="capped spend", event_type="purchase",
+                       member_cap_period="month", member_cap_points=100)
+    assert send(purchase("p1", member.external_id, amount="100.00", order_id="o-1")).points == 100
+    assert outcome(send(purchase("p2", member.external_id, amount="10.00", order_id="o-2")), capped) == (
+        "cap_reached", 0)
+    assert send(refund("r1", member.external_id, "o-1", amount="30.00")).points == -30
+    assert usage(capped, member) == [("2026-11", 70, 1)]
+    assert send(purchase("p3", member.external_id, amount="50.00", order_id="o-3")).points == 30
+    assert usage(capped, member) == [("2026-11", 100, 2)]
+    assert run_audit() == []
+
+
+def test_a_refund_leaves_the_caps_of_rules_deleted_or_uncapped_since(send, member, spend, daily_bonus):
+    send(purchase("p1", member.external_id, amount="10.00", order_id="o-1"))
+    daily_bonus.member_cap_period, daily_bonus.member_cap_times = "", None
+    daily_bonus.save()
+    back = send(refund("r1", member.external_id, "o-1"))
+    assert (back.status, back.points) == ("processed", -60)
+    assert usage(daily_bonus, member) == [("2026-11-22", 50, 1)]
+    assert "caps" not in back.trace[0]["detail"]
+
+
+def test_caps_given_back_by_a_refund_a_worker_processes(program, member, spend, daily_bonus):
+    first = pipeline.events_submit_batch(program=program, partner=None, payloads=[
+        purchase("p", member.external_id, amount="10.00", order_id="o"),
+        refund("r", member.external_id, "o"),
+    ])
+    assert pipeline.events_process(first.received_ids) == 2
+    assert usage(daily_bonus, member) == [("2026-11-22", 0, 0)]
+    second = pipeline.events_submit_batch(program=program, partner=None, payloads=[
+        purchase("p2", member.external_id, amount="10.00", order_id="o-2")])
+    assert pipeline.events_process(second.received_ids) == 1
+    assert InboundEvent.objects.get(program=program, event_id="p2").points == 60
+    assert available(member) == 60
     assert run_audit() == []
