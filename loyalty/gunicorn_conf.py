@@ -21,10 +21,13 @@ that wakes first takes them: 43 of 50 kept-alive connections of a burst went to 
 workers, whose clients then queued while the others idled. The master then binds nothing, so it
 first checks that no other server listens on the address (another one with ``SO_REUSEPORT`` would
 otherwise share it, silently). A Unix socket, or sockets handed over by systemd, stay shared.
-The cost: on a reload (``kill -HUP``) a retiring worker's socket keeps receiving new connections
-until the worker exits, and those are reset (8 to 16 in two reloads under 7,000 new connections a
-second; none on a shared socket). Restarting the server costs the same either way; where reloads
-must lose nothing, set ``WEB_REUSE_PORT=0``.
+On a reload (``kill -HUP``) the retiring workers close their sockets, and the kernel resets the
+connections it had queued on them (13 to 27 in two reloads under 3,000-4,000 new connections a
+second; none on a shared socket), unless it moves them to the other workers' sockets: the sysctl
+``net.ipv4.tcp_migrate_req=1`` (Linux 5.14 and later) does that, and then no connection was lost
+in the same runs (``bench/web_reload.py``). The master says so at start when it is off. Restarting
+the server costs the same either way; where reloads must lose nothing and the sysctl cannot be
+set, set ``WEB_REUSE_PORT=0``.
 """
 
 import os
@@ -64,6 +67,23 @@ def post_worker_init(worker) -> None:
     gc.freeze()
 
 
+MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def reload_warning(sysctl: str = MIGRATE_SYSCTL) -> str | None:
+    """What a reload would cost with a socket per worker, if the kernel does not move the
+    connections queued on a retiring worker's socket to the others; None if it does."""
+    try:
+        with open(sysctl) as setting:
+            if setting.read().strip() != "0":
+                return None
+        fix = "set the sysctl net.ipv4.tcp_migrate_req=1, or WEB_REUSE_PORT=0"
+    except OSError:
+        fix = "this kernel cannot move them (net.ipv4.tcp_migrate_req, Linux 5.14): set WEB_REUSE_PORT=0"
+    return ("A reload (SIGHUP) resets the connections queued at each retiring worker: "
+            f"where reloads must lose none, {fix}")
+
+
 def on_starting(server) -> None:
     """``reuse_port`` applies to TCP addresses the workers bind themselves: it is turned off for a
     Unix socket (each worker would remove the previous one's file and bind its own) and for sockets
@@ -77,6 +97,9 @@ def on_starting(server) -> None:
         return
     server.log.info("Workers listen at %s, each on a socket of its own (SO_REUSEPORT; WEB_REUSE_PORT=0 turns it off)",
                     ", ".join(server.cfg.bind))
+    warning = reload_warning()
+    if warning:
+        server.log.warning(warning)
     for host, port, *_ in server.cfg.address:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:

@@ -113,3 +113,14 @@ def _listens(pid: int, path: str) -> bool:
     except OSError:
         return False
     return any(link == f"socket:[{inode}]" for inode in inodes for link in fds)
+
+
+def test_the_master_says_what_a_reload_costs_unless_the_kernel_moves_queued_connections(tmp_path):
+    from loyalty.gunicorn_conf import reload_warning
+
+    sysctl = tmp_path / "tcp_migrate_req"
+    sysctl.write_text("0\n")
+    assert "set the sysctl net.ipv4.tcp_migrate_req=1, or WEB_REUSE_PORT=0" in reload_warning(str(sysctl))
+    sysctl.write_text("1\n")
+    assert reload_warning(str(sysctl)) is None
+    assert "this kernel cannot move them" in reload_warning(str(tmp_path / "missing"))
