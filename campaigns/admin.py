@@ -304,7 +304,7 @@ class RedemptionAdmin(LargeListAdmin):
     actions = ("capture", "void", "cancel")
     fieldsets = (
         (None, {"fields": ("public_id", "status", "program", "member", "reward", "quantity", "points",
-                           "description", "voucher_code")}),
+                           "description", "voucher_code", "stock_returned")}),
         ("Ledger", {"fields": ("operation", "hold", "created_at", "resolved_at")}),
     )
 

@@ -1,9 +1,17 @@
 """Redemptions: spend points on a reward (or on anything, by points), held or captured.
 
 Order of locks: the member's balance row first (``ledger.lock_for_spending``), then the reward row
-(the stock decrement), then voucher codes (``SKIP LOCKED``). Stock is a conditional
-``UPDATE ... WHERE stock >= quantity``, so it is never oversold; a code is given by setting
-its ``redemption``, once. A held redemption gets its voucher when it is captured.
+(the stock decrement), then redemption rows (a void's, a cancellation's, or timed-out holds' whose
+units are taken back), then voucher codes (``SKIP LOCKED`` when choosing them). Stock is a
+conditional ``UPDATE ... WHERE stock >= quantity``, so it is never oversold; a code is given by
+setting its ``redemption``, once. A held redemption gets its voucher when it is captured.
+
+A hold past its timeout can no longer be captured, but its units stay taken until the beat job
+voids it. When a redemption finds the reward out of stock (or a pool out of codes), it first takes
+back the units of the reward's timed-out holds (``_take_back_timed_out``): their redemptions are
+marked ``stock_returned`` and their pool codes freed, in the same statement that adds their units
+to the stock. The void that follows gives nothing back twice, and a capture refuses a redemption
+whose units went back, whatever its own clock says.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import datetime as dt
 import secrets
 
 from django.db import connection, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounts.models import Member, Program
@@ -94,11 +102,67 @@ def _take_stock(reward: Reward, quantity: int) -> None:
             raise OutOfStock(f"The reward {reward.code!r} is out of stock.", param="reward")
 
 
+_GIVE_BACK_SQL = """
+WITH returned AS (
+    UPDATE campaigns_redemption SET stock_returned = true
+    WHERE id = %s::bigint AND NOT stock_returned RETURNING reward_id, quantity
+)
+UPDATE campaigns_reward r SET stock = r.stock + returned.quantity
+FROM returned WHERE r.id = returned.reward_id AND r.stock IS NOT NULL
+"""
+
+
+_LOCK_REWARD_SQL = "SELECT FROM campaigns_reward WHERE id = %s::bigint FOR UPDATE"
+
+
 def _give_stock_back(redemption: Redemption) -> None:
+    """The redemption's units back in its reward's stock, unless they already went back (a
+    timed-out hold whose units another redemption took back)."""
     if redemption.reward_id is not None:
-        Reward.objects.filter(pk=redemption.reward_id, stock__isnull=False).update(
-            stock=F("stock") + redemption.quantity
-        )
+        with prepared_cursor() as cursor:
+            cursor.execute(_LOCK_REWARD_SQL, [redemption.reward_id])  # before the redemption's row
+            cursor.execute(_GIVE_BACK_SQL, [redemption.pk])
+
+
+# The reward's held redemptions past their timeout, marked; their pool codes freed (and their
+# reserved code list cleared, never shown); their units added to the stock. The reward's row is
+# locked first (``_LOCK_REWARD_SQL``), as a void does.
+_TAKE_BACK_SQL = """
+WITH timed_out AS (
+    UPDATE campaigns_redemption d SET stock_returned = true, voucher_code = ''
+    FROM ledger_hold h
+    WHERE d.reward_id = %(reward)s::bigint AND d.status = 'held' AND NOT d.stock_returned
+      AND h.id = d.hold_id AND h.expires_at <= %(now)s::timestamptz
+    RETURNING d.id, d.quantity
+), codes AS (
+    UPDATE campaigns_vouchercode c SET redemption_id = NULL, given_at = NULL
+    FROM timed_out WHERE c.redemption_id = timed_out.id RETURNING c.id
+), stock AS (
+    UPDATE campaigns_reward SET stock = stock + (SELECT sum(quantity) FROM timed_out)
+    WHERE id = %(reward)s::bigint AND stock IS NOT NULL AND EXISTS (SELECT FROM timed_out) RETURNING id
+)
+SELECT (SELECT count(*) FROM timed_out), (SELECT count(*) FROM codes), (SELECT count(*) FROM stock)
+"""
+
+
+def _take_back_timed_out(reward: Reward, now: dt.datetime) -> int:
+    """The reward locked, and the units of its timed-out holds back in its stock; how many holds."""
+    with prepared_cursor() as cursor:
+        cursor.execute(_LOCK_REWARD_SQL, [reward.pk])
+        cursor.execute(_TAKE_BACK_SQL, {"reward": reward.pk, "now": now})
+        taken, _codes, _stock = cursor.fetchone()
+    return taken
+
+
+def _unless_out_of_stock(take, reward: Reward, now: dt.datetime):
+    """``take()``; if the reward is out of stock, again once its timed-out holds' units are back.
+    Tried again even if there were none: while this waited for the reward's lock, a void or another
+    redemption's take-back may have given units back."""
+    try:
+        return take()
+    except OutOfStock:
+        _take_back_timed_out(reward, now)
+    return take()
 
 
 _GENERATED_CODES_SQL = (
@@ -174,7 +238,7 @@ def redemption_create(
                     raise RewardNotFound("The reward no longer exists.", param="reward")
             _check_reward(reward, member, quantity, now)
             points = reward.cost * quantity
-            _take_stock(reward, quantity)
+            _unless_out_of_stock(lambda: _take_stock(reward, quantity), reward, now)
         if earlier is None:  # a new key: too few points is refused before spending, not rolled back after
             ledger.check_spendable(balance, points)
         redemption = Redemption(
@@ -195,7 +259,8 @@ def redemption_create(
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
         # Written with the row: a captured redemption's codes, and a pool's reserved for a hold.
         with_codes = capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL)
-        codes, pool_ids = _vouchers_choose(reward, quantity) if with_codes else ([], [])
+        codes, pool_ids = (_unless_out_of_stock(lambda: _vouchers_choose(reward, quantity), reward, now)
+                           if with_codes else ([], []))
         redemption.voucher_code = ",".join(codes)
         prepared_insert(redemption)
         _vouchers_give(redemption, codes, pool_ids, now)
@@ -259,13 +324,22 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
         if redemption.status != Redemption.Status.HELD:
             raise RedemptionState(f"The redemption is {redemption.status}; only a held one can be captured.",
                                   code="redemption_not_held")
+        if redemption.stock_returned:
+            raise RedemptionState("The hold has timed out and its reward went to another redemption.",
+                                  code="hold_expired")
         ledger.hold_capture(hold=redemption.hold, key=f"capture:{redemption.public_id}", now=now)
         redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         if not redemption.voucher_code:  # a pool's codes were reserved with the hold
             codes, pool_ids = _vouchers_choose(redemption.reward, redemption.quantity)
             redemption.voucher_code = ",".join(codes)
             _vouchers_give(redemption, codes, pool_ids, now)
-        redemption.save(update_fields=["status", "resolved_at", "voucher_code"])
+        # Only if its units are still its own: a redemption that found the reward out of stock may
+        # have taken them back since this one was read (its clock past the timeout, this one's not).
+        captured = Redemption.objects.filter(pk=redemption.pk, stock_returned=False).update(
+            status=redemption.status, resolved_at=now, voucher_code=redemption.voucher_code)
+        if not captured:
+            raise RedemptionState("The hold has timed out and its reward went to another redemption.",
+                                  code="hold_expired")
         _notify(redemption, "reward.redeemed", now)
     return redemption
 

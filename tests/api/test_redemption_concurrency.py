@@ -159,3 +159,60 @@ def test_a_voucher_pool_of_10_codes_under_20_redemptions_gives_each_code_once(ma
     losers = [f"c-{i}" for i, (status, _b) in enumerate(results) if status == 409]
     assert all(Balance.objects.get(member__external_id=m).available == 100 for m in losers)
     assert run_audit() == []
+
+
+@pytest.mark.parametrize(("stock", "vouchers"), [(10, "none"), (None, "pool"), (10, "pool")],
+                         ids=["stock", "pool-only", "pool-and-stock"])
+def test_timed_out_holds_give_their_units_to_20_redemptions_at_once_while_beat_voids_them(
+        make_program, make_member, stock, vouchers):
+    """Ten holds take all the units, then time out. Twenty redemptions at once, with the beat job
+    voiding the holds at the same time: exactly ten get a unit, each pool code is given once, and
+    no unit goes back to the stock twice."""
+    from django.utils import timezone
+
+    from campaigns.services import redemptions_void_expired
+    from ledger.models import Hold
+
+    program = make_program()
+    holders = [make_member(program, external_id=f"h-{i}") for i in range(10)]
+    members = [make_member(program, external_id=f"c-{i}") for i in range(20)]
+    for member in holders + members:
+        earn(member, 100)
+    reward = Reward.objects.create(program=program, code="gift", name="Gift", cost=50, stock=stock, vouchers=vouchers)
+    codes = [f"GIFT-{i:04}" for i in range(10)]
+    if vouchers == "pool":
+        VoucherCode.objects.bulk_create([VoucherCode(reward=reward, code=code) for code in codes])
+    key = client_for(program, "POS").api_key
+    held = [redeem(key, {"member_id": f"h-{i}", "reward": "gift", "capture": False}) for i in range(10)]
+    assert [status for status, _body in held] == [201] * 10
+    assert redeem(key, {"member_id": "c-0", "reward": "gift"})[1]["error"]["code"] == "out_of_stock"
+    Hold.objects.filter(program=program).update(expires_at=timezone.now())
+
+    def work(i):
+        if i == 20:
+            try:
+                return "voided", redemptions_void_expired()
+            finally:
+                connection.close()
+        return redeem(key, {"member_id": f"c-{i}", "reward": "gift"})
+
+    results = in_threads(21, work, workers=min(THREADS, 21))
+
+    statuses = Counter(status for status, _body in results[:20])
+    assert statuses == {201: 10, 409: 10}, statuses
+    assert results[20][1] <= 10
+    redemptions_void_expired()  # whatever the concurrent run left
+    assert Redemption.objects.filter(reward=reward, status="held").count() == 0
+    assert Redemption.objects.filter(reward=reward, status="voided", stock_returned=True).count() == 10
+    assert Redemption.objects.filter(reward=reward, status="captured").count() == 10
+    reward.refresh_from_db()
+    assert reward.stock == (0 if stock is not None else None)
+    if vouchers == "pool":
+        given = sorted(body["voucher_code"] for status, body in results[:20] if status == 201)
+        assert given == codes
+        assert not VoucherCode.objects.filter(reward=reward, redemption__isnull=True).exists()
+    assert all(Balance.objects.get(member=m).available == 100 for m in holders)
+    winners = {f"c-{i}" for i, (status, _b) in enumerate(results[:20]) if status == 201}
+    assert all(Balance.objects.get(member=m).available == (50 if m.external_id in winners else 100)
+               for m in members)
+    assert run_audit() == []

@@ -59,6 +59,75 @@ def test_a_hold_past_its_timeout_no_longer_counts_before_it_is_voided(api, progr
     assert run_audit() == []
 
 
+def _time_out(held) -> Redemption:
+    redemption = Redemption.objects.get(public_id=held.json()["id"])
+    Hold.objects.filter(pk=redemption.hold_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    return redemption
+
+
+def test_a_timed_out_hold_gives_its_stock_to_the_next_redemption_before_it_is_voided(api, program, member,
+                                                                                     make_member):
+    Reward.objects.create(program=program, code="lamp", name="Lamp", cost=100, stock=1)
+    points_earn(member=make_member(program, external_id="c-2"), points=10_000, key="seed-2")
+    held = redeem(api, capture=False)
+    assert held.status_code == 201
+    assert_error(redeem(api, member_id="c-2"), 409, "out_of_stock", param="reward")  # the hold is still in time
+    redemption = _time_out(held)
+    assert Reward.objects.get(code="lamp").stock == 0
+    taken = redeem(api, member_id="c-2")
+    assert taken.status_code == 201, taken.json()
+    redemption.refresh_from_db()
+    assert (redemption.status, redemption.stock_returned) == ("held", True)
+    assert Reward.objects.get(code="lamp").stock == 0
+    assert_error(api.post(f"/api/v1/redemptions/{held.json()['id']}/capture"), 409, "hold_expired")
+    assert redemptions_void_expired() == 1  # its points come back; its unit went to c-2 and stays there
+    assert Reward.objects.get(code="lamp").stock == 0
+    assert api.get(f"/api/v1/redemptions/{held.json()['id']}").json()["status"] == "voided"
+    assert api.get("/api/v1/members/c-1/balance").json()["available"] == 10_000
+    assert_error(redeem(api), 409, "out_of_stock", param="reward")
+    assert run_audit() == []
+
+
+def test_a_timed_out_hold_gives_its_pool_codes_to_the_next_redemption(api, program, member, make_member):
+    from campaigns.models import VoucherCode
+    from campaigns.services import voucher_codes_upload
+
+    reward = Reward.objects.create(program=program, code="film", name="Film", cost=100, vouchers="pool")
+    voucher_codes_upload(reward=reward, codes=["CODE-1"])
+    points_earn(member=make_member(program, external_id="c-2"), points=10_000, key="seed-2")
+    held = redeem(api, reward="film", capture=False)
+    assert held.status_code == 201
+    assert_error(redeem(api, reward="film", member_id="c-2"), 409, "out_of_stock", param="reward")
+    _time_out(held)
+    taken = redeem(api, reward="film", member_id="c-2")
+    assert (taken.status_code, taken.json()["voucher_code"]) == (201, "CODE-1")
+    assert redemptions_void_expired() == 1
+    code = VoucherCode.objects.get(code="CODE-1")
+    assert code.redemption.public_id == taken.json()["id"]
+    assert Redemption.objects.get(public_id=held.json()["id"]).voucher_code == ""
+    assert run_audit() == []
+
+
+def test_a_capture_is_refused_once_another_redemption_took_the_holds_stock_back(program, member, make_member):
+    """Even from a process whose clock says the hold is still in time."""
+    from campaigns.services import RedemptionState, redemption_capture, redemption_create
+
+    reward = Reward.objects.create(program=program, code="lamp", name="Lamp", cost=100, stock=1)
+    other = make_member(program, external_id="c-2")
+    points_earn(member=other, points=10_000, key="seed-2")
+    now = timezone.now()
+    held = redemption_create(member=member, reward=reward, key="hold", capture=False, now=now)
+    timeout = held.hold.expires_at - now
+    redemption_create(member=other, reward=reward, key="after", now=now + timeout + dt.timedelta(seconds=1))
+    with pytest.raises(RedemptionState) as refused:
+        redemption_capture(redemption=held, now=now + timeout / 2)
+    assert refused.value.code == "hold_expired"
+    held.refresh_from_db()
+    assert (held.status, Reward.objects.get(pk=reward.pk).stock) == ("held", 0)
+    assert Hold.objects.get(pk=held.hold_id).status == "open"
+    assert run_audit() == []
+
+
 @pytest.mark.parametrize("window", [
     {"active_from": dt.timedelta(hours=1)}, {"active_until": dt.timedelta(hours=-1)}, {"is_active": False},
 ], ids=["not yet", "over", "switched off"])
