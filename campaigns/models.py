@@ -92,7 +92,12 @@ class Redemption(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["member", "reward", "status"], name="redemption_member_reward")]
+        indexes = [
+            models.Index(fields=["member", "reward", "status"], name="redemption_member_reward"),
+            # Holds whose units a redemption may take back once they time out (campaigns.services).
+            models.Index(fields=["reward"], name="redemption_held_units",
+                         condition=Q(status="held", stock_returned=False)),
+        ]
 
     def __str__(self) -> str:
         return self.public_id

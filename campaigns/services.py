@@ -90,16 +90,34 @@ def _check_reward(reward: Reward, member: Member, quantity: int, now: dt.datetim
             )
 
 
-def _take_stock(reward: Reward, quantity: int) -> None:
+# The stock decrement, and, only when it fails, whether the reward has holds past their timeout
+# whose units could be taken back (``_take_back_timed_out``).
+_TAKE_STOCK_SQL = """
+WITH taken AS (
+    UPDATE campaigns_reward SET stock = stock - %(quantity)s::integer
+    WHERE id = %(reward)s::bigint AND (stock IS NULL OR stock >= %(quantity)s::integer) RETURNING id
+)
+SELECT EXISTS (SELECT FROM taken), CASE WHEN EXISTS (SELECT FROM taken) THEN false ELSE EXISTS (
+    SELECT FROM campaigns_redemption d JOIN ledger_hold h ON h.id = d.hold_id
+    WHERE d.reward_id = %(reward)s::bigint AND d.status = 'held' AND NOT d.stock_returned
+      AND h.expires_at <= %(now)s::timestamptz
+) END
+"""
+
+
+def _take_stock(reward: Reward, quantity: int, now: dt.datetime) -> None:
     if reward.stock is None and reward.vouchers != Reward.Vouchers.POOL:
         return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE campaigns_reward SET stock = stock - %s WHERE id = %s AND (stock IS NULL OR stock >= %s)",
-            [quantity, reward.pk, quantity],
-        )
-        if cursor.rowcount == 0:
-            raise OutOfStock(f"The reward {reward.code!r} is out of stock.", param="reward")
+    params = {"reward": reward.pk, "quantity": quantity, "now": now}
+    with prepared_cursor() as cursor:
+        cursor.execute(_TAKE_STOCK_SQL, params)
+        taken, timed_out = cursor.fetchone()
+        if not taken and timed_out:
+            _take_back_timed_out(reward, now)
+            cursor.execute(_TAKE_STOCK_SQL, params)
+            taken, _timed_out = cursor.fetchone()
+    if not taken:
+        raise OutOfStock(f"The reward {reward.code!r} is out of stock.", param="reward")
 
 
 _GIVE_BACK_SQL = """
@@ -146,23 +164,14 @@ SELECT (SELECT count(*) FROM timed_out), (SELECT count(*) FROM codes), (SELECT c
 
 
 def _take_back_timed_out(reward: Reward, now: dt.datetime) -> int:
-    """The reward locked, and the units of its timed-out holds back in its stock; how many holds."""
+    """The reward locked, and the units of its timed-out holds back in its stock; how many holds.
+    Whoever calls it then tries again to take what it needs, even if there were none: while it
+    waited for the reward's lock, a void may have given units back."""
     with prepared_cursor() as cursor:
         cursor.execute(_LOCK_REWARD_SQL, [reward.pk])
         cursor.execute(_TAKE_BACK_SQL, {"reward": reward.pk, "now": now})
         taken, _codes, _stock = cursor.fetchone()
     return taken
-
-
-def _unless_out_of_stock(take, reward: Reward, now: dt.datetime):
-    """``take()``; if the reward is out of stock, again once its timed-out holds' units are back.
-    Tried again even if there were none: while this waited for the reward's lock, a void or another
-    redemption's take-back may have given units back."""
-    try:
-        return take()
-    except OutOfStock:
-        _take_back_timed_out(reward, now)
-    return take()
 
 
 _GENERATED_CODES_SQL = (
@@ -171,20 +180,29 @@ _GENERATED_CODES_SQL = (
 )
 
 
-def _vouchers_choose(reward: Reward | None, quantity: int) -> tuple[list[str], list[int]]:
+def _pool_codes_free(reward: Reward, quantity: int) -> list[tuple[int, str]]:
+    return list(
+        VoucherCode.objects.select_for_update(skip_locked=True)
+        .filter(reward=reward, redemption__isnull=True).order_by("id").values_list("id", "code")[:quantity]
+    )
+
+
+def _vouchers_choose(reward: Reward | None, quantity: int,
+                     now: dt.datetime | None = None) -> tuple[list[str], list[int]]:
     """The codes a redemption of ``quantity`` x ``reward`` gets, chosen before its row is written
     (so that the row is written with them): new generated codes; or free codes of the pool, locked
     (``SKIP LOCKED``) with their ids. Pool codes are reserved as soon as the redemption exists (held
-    or captured), so holds can never outnumber the codes; a void frees them. Generated codes are
-    made at capture."""
+    or captured), so holds can never outnumber the codes; a void frees them. With ``now``, a pool
+    that runs short first gets back the codes of the reward's holds timed out by then. Generated
+    codes are made at capture."""
     if reward is None or reward.vouchers == Reward.Vouchers.NONE:
         return [], []
     if reward.vouchers == Reward.Vouchers.GENERATED:
         return [voucher_generate() for _ in range(quantity)], []
-    free = list(
-        VoucherCode.objects.select_for_update(skip_locked=True)
-        .filter(reward=reward, redemption__isnull=True).order_by("id").values_list("id", "code")[:quantity]
-    )
+    free = _pool_codes_free(reward, quantity)
+    if len(free) < quantity and now is not None:  # the codes of timed-out holds back in the pool first
+        _take_back_timed_out(reward, now)
+        free = _pool_codes_free(reward, quantity)
     if len(free) < quantity:
         raise OutOfStock(f"The reward {reward.code!r} has no voucher codes left.", param="reward")
     return [code for _id, code in free], [code_id for code_id, _code in free]
@@ -238,7 +256,7 @@ def redemption_create(
                     raise RewardNotFound("The reward no longer exists.", param="reward")
             _check_reward(reward, member, quantity, now)
             points = reward.cost * quantity
-            _unless_out_of_stock(lambda: _take_stock(reward, quantity), reward, now)
+            _take_stock(reward, quantity, now)
         if earlier is None:  # a new key: too few points is refused before spending, not rolled back after
             ledger.check_spendable(balance, points)
         redemption = Redemption(
@@ -259,8 +277,7 @@ def redemption_create(
             redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
         # Written with the row: a captured redemption's codes, and a pool's reserved for a hold.
         with_codes = capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL)
-        codes, pool_ids = (_unless_out_of_stock(lambda: _vouchers_choose(reward, quantity), reward, now)
-                           if with_codes else ([], []))
+        codes, pool_ids = _vouchers_choose(reward, quantity, now) if with_codes else ([], [])
         redemption.voucher_code = ",".join(codes)
         prepared_insert(redemption)
         _vouchers_give(redemption, codes, pool_ids, now)
