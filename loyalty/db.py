@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, DataError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, DataError, InterfaceError, OperationalError, connections
 from django.db.models.base import ModelState
 
 # SQLSTATE of a number beyond its column's type (points balances are 32-bit integers).
@@ -15,6 +15,24 @@ def out_of_range(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL refusing a number too large for its column: nothing was
     written, and the request, not the server, is at fault."""
     return isinstance(exc, DataError) and getattr(exc.__cause__, "sqlstate", None) == _NUMERIC_VALUE_OUT_OF_RANGE
+
+# SQLSTATE classes and codes of errors that say nothing about the request: the connection
+# (08), a rollback the server chose (40: serialization failure, deadlock), the server shutting down
+# or not yet up (57P01-57P03), too few resources (53), a lock wait given up (55P03).
+_TRANSIENT_CLASSES = ("08", "40", "53")
+_TRANSIENT_CODES = ("57P01", "57P02", "57P03", "55P03")
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing a request that may succeed if sent again: a lost
+    connection, a server restarting, a deadlock or serialization failure, a lock wait given up."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if sqlstate is None:  # the connection itself: closed, broken, or never made
+        return True
+    return sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate in _TRANSIENT_CODES
+
 
 _server_binding_cursor = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -12,7 +13,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from loyalty.db import out_of_range
+from loyalty.db import out_of_range, transient
 from loyalty.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,22 @@ def exception_handler(exc, context):
         return Response(envelope("invalid_request_error", "value_out_of_range",
                                  "A number in this request, or a balance it would produce, is out of range."),
                         status=422)
+    if transient(exc):
+        logger.warning("database unavailable for an API request: %s", exc)
+        return Response(_TRY_AGAIN, status=500, headers={"Retry-After": TRY_AGAIN_SECONDS})
     logger.exception("unhandled API error", exc_info=exc)
     return Response(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500)
+
+
+# A request the database failed for reasons of its own (``loyalty.db.transient``): still the
+# contract's ``api_error`` (500), with its own code and a ``Retry-After``.
+TRY_AGAIN_SECONDS = "1"
+_TRY_AGAIN = envelope(
+    "api_error", "try_again",
+    "The database could not complete this request (a lost connection, a restart or a conflicting update). "
+    "Send it again; a POST sent again with the same Idempotency-Key (an event, with the same event_id) "
+    "is carried out at most once.",
+)
 
 
 def json_not_found(request, exception=None):
@@ -104,7 +119,12 @@ def json_not_found(request, exception=None):
 
 
 def json_server_error(request):
+    """Django's 500 (``handler500``), for what escaped the views: the API's hottest reads answer
+    around DRF (``loyalty.api.fastpath``), so a database failure there lands here."""
     if request.path.startswith("/api/"):
+        if transient(sys.exc_info()[1] or Exception()):
+            return JsonResponse(_TRY_AGAIN, status=500, headers={"Retry-After": TRY_AGAIN_SECONDS},
+                                json_dumps_params=_COMPACT)
         return JsonResponse(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500,
                             json_dumps_params=_COMPACT)
     from django.views.defaults import server_error
