@@ -84,8 +84,8 @@ class Redemption(models.Model):
     hold = models.OneToOneField(Hold, null=True, blank=True, on_delete=models.PROTECT, related_name="redemption")
     voucher_code = models.CharField(max_length=64, blank=True)
     stock_returned = models.BooleanField(
-        default=False, help_text="Its units are back in the reward's stock (and a pool's codes in the pool): "
-        "voided, cancelled, or a hold past its timeout whose units another redemption needed.",
+        default=False, help_text="Its units went back to the reward's stock: voided, cancelled, or a hold past "
+        "its timeout whose units (and pool codes) another redemption took back.",
     )
     created_at = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)

@@ -15,7 +15,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='redemption',
             name='stock_returned',
-            field=models.BooleanField(default=False, help_text="Its units are back in the reward's stock (and a pool's codes in the pool): voided, cancelled, or a hold past its timeout whose units another redemption needed."),
+            field=models.BooleanField(default=False, help_text="Its units went back to the reward's stock: voided, cancelled, or a hold past its timeout whose units (and pool codes) another redemption took back."),
         ),
         migrations.AddIndex(
             model_name='redemption',
