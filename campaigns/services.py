@@ -154,12 +154,12 @@ WITH timed_out AS (
     RETURNING d.id, d.quantity
 ), codes AS (
     UPDATE campaigns_vouchercode c SET redemption_id = NULL, given_at = NULL
-    FROM timed_out WHERE c.redemption_id = timed_out.id RETURNING c.id
+    FROM timed_out WHERE c.redemption_id = timed_out.id
 ), stock AS (
     UPDATE campaigns_reward SET stock = stock + (SELECT sum(quantity) FROM timed_out)
-    WHERE id = %(reward)s::bigint AND stock IS NOT NULL AND EXISTS (SELECT FROM timed_out) RETURNING id
+    WHERE id = %(reward)s::bigint AND stock IS NOT NULL AND EXISTS (SELECT FROM timed_out)
 )
-SELECT (SELECT count(*) FROM timed_out), (SELECT count(*) FROM codes), (SELECT count(*) FROM stock)
+SELECT count(*) FROM timed_out
 """
 
 
@@ -170,8 +170,7 @@ def _take_back_timed_out(reward: Reward, now: dt.datetime) -> int:
     with prepared_cursor() as cursor:
         cursor.execute(_LOCK_REWARD_SQL, [reward.pk])
         cursor.execute(_TAKE_BACK_SQL, {"reward": reward.pk, "now": now})
-        taken, _codes, _stock = cursor.fetchone()
-    return taken
+        return cursor.fetchone()[0]
 
 
 _GENERATED_CODES_SQL = (
@@ -341,9 +340,6 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
         if redemption.status != Redemption.Status.HELD:
             raise RedemptionState(f"The redemption is {redemption.status}; only a held one can be captured.",
                                   code="redemption_not_held")
-        if redemption.stock_returned:
-            raise RedemptionState("The hold has timed out and its reward went to another redemption.",
-                                  code="hold_expired")
         ledger.hold_capture(hold=redemption.hold, key=f"capture:{redemption.public_id}", now=now)
         redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         if not redemption.voucher_code:  # a pool's codes were reserved with the hold
@@ -351,7 +347,7 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
             redemption.voucher_code = ",".join(codes)
             _vouchers_give(redemption, codes, pool_ids, now)
         # Only if its units are still its own: a redemption that found the reward out of stock may
-        # have taken them back since this one was read (its clock past the timeout, this one's not).
+        # have taken them back (its clock past the timeout, this one's not, or not yet when it read).
         captured = Redemption.objects.filter(pk=redemption.pk, stock_returned=False).update(
             status=redemption.status, resolved_at=now, voucher_code=redemption.voucher_code)
         if not captured:

@@ -23,7 +23,7 @@ _TRANSIENT_CLASSES = ("08", "40", "53")
 _TRANSIENT_CODES = ("57P01", "57P02", "57P03", "55P03")
 
 
-def transient(exc: BaseException) -> bool:
+def transient(exc: BaseException | None) -> bool:
     """Whether ``exc`` is the database failing a request that may succeed if sent again: a lost
     connection, a server restarting, a deadlock or serialization failure, a lock wait given up."""
     if not isinstance(exc, OperationalError | InterfaceError):

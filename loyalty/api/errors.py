@@ -122,7 +122,7 @@ def json_server_error(request):
     """Django's 500 (``handler500``), for what escaped the views: the API's hottest reads answer
     around DRF (``loyalty.api.fastpath``), so a database failure there lands here."""
     if request.path.startswith("/api/"):
-        if transient(sys.exc_info()[1] or Exception()):
+        if transient(sys.exc_info()[1]):
             return JsonResponse(_TRY_AGAIN, status=500, headers={"Retry-After": TRY_AGAIN_SECONDS},
                                 json_dumps_params=_COMPACT)
         return JsonResponse(envelope("api_error", "internal_error", "Something went wrong on our side."), status=500,
