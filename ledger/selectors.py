@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from accounts.models import Member
 from ledger.models import Balance, Lot
 from ledger.services import ledger_settle
-from loyalty.db import prepared_cursor
+from loyalty.db import fetch_prepared
 
 EXPIRING_LIMIT = 100
 
@@ -66,22 +68,25 @@ ORDER BY l.expires_at, l.id
 """
 
 
+@functools.cache
+def _balance_sql(where: str) -> str:
+    return _BALANCE_SQL.format(where=where)
+
+
 def balance_read(member: Member) -> dict:
     """The API's balance: figures plus the open lots by expiry, soonest first; one query."""
-    return _balance_one("m.id = %s::bigint", [member.pk])
+    return _balance_one("m.id = %s::bigint", [str(member.pk)])
 
 
 def balance_by_external_id(program_id: int, external_id: str) -> dict | None:
     """``balance_read`` of a program's member by external id; None if no such member.
     The API's hottest read: one round trip, a prepared statement."""
-    return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [program_id, external_id])
+    return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [str(program_id), external_id])
 
 
 def _balance_one(where: str, params: list, *, settle: bool = True) -> dict | None:
     now = timezone.now()
-    with prepared_cursor() as cursor:
-        cursor.execute(_BALANCE_SQL.format(where=where), [now, *params])
-        rows = cursor.fetchall()
+    rows = fetch_prepared(_balance_sql(where), [now.isoformat(), *params])
     if not rows:
         return None
     first = rows[0]

@@ -44,3 +44,24 @@ def exporting_cursor(cursor_class, alias: str, vendor: str):
             return measured(super().executemany, query, params_seq, *args, **kwargs)
 
     return ExportingCursor
+
+
+
+class StatementMeasured:
+    """Counts and times the statements sent around a cursor (``loyalty.db.fetch_prepared``), as
+    ``exporting_cursor``'s cursors do theirs: ``with measured: ...`` around each one."""
+
+    def __init__(self, alias: str, vendor: str):
+        self.alias, self.vendor = alias, vendor
+        self.executed = execute_total.labels(alias, vendor)
+        self.duration = query_duration_seconds.labels(alias, vendor)
+        self.started = 0.0
+
+    def __enter__(self):
+        self.executed.inc()
+        self.started = time.perf_counter()
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.duration.observe(time.perf_counter() - self.started)
+        if exc_type is not None:
+            errors_total.labels(self.alias, self.vendor, exc_type.__name__).inc()

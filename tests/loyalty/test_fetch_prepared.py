@@ -1,0 +1,106 @@
+"""``loyalty.db.fetch_prepared``: a read sent straight through libpq gives the rows a cursor gives,
+fails as a cursor fails, is counted in the query metrics, and leaves the work to a cursor where only
+a cursor does what is expected."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import OperationalError, ProgrammingError, close_old_connections, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from prometheus_client import REGISTRY
+
+from loyalty.db import fetch_prepared, transient
+from tests.api.test_database_interruptions import end_connection
+
+pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as a request runs
+
+SQL = ("SELECT %s::bigint, %s::text, %s::timestamptz, %s::numeric, NULL::int, v "
+       "FROM unnest(ARRAY[2, 1]) AS v ORDER BY v")
+PARAMS = ["9007199254740993", "ação ✓", "2026-12-01T10:30:00.123456+00:00", "12.50"]
+LABELS = {"alias": "default", "vendor": "postgresql"}
+
+
+def prepared_here() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'loyalty\\_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def sample(name: str, **extra) -> float:
+    return REGISTRY.get_sample_value(name, {**LABELS, **extra}) or 0.0
+
+
+def test_gives_the_rows_and_types_a_cursor_gives():
+    rows = fetch_prepared(SQL, PARAMS)
+    with connection.cursor() as cursor:
+        cursor.execute(SQL, PARAMS)
+        assert rows == cursor.fetchall()
+    assert rows == [
+        (9007199254740993, "ação ✓", dt.datetime(2026, 12, 1, 10, 30, 0, 123456, tzinfo=dt.UTC), Decimal("12.50"),
+         None, 1),
+        (9007199254740993, "ação ✓", dt.datetime(2026, 12, 1, 10, 30, 0, 123456, tzinfo=dt.UTC), Decimal("12.50"),
+         None, 2),
+    ]
+    assert fetch_prepared(SQL.replace("ARRAY[2, 1]", "ARRAY[]::int[]"), PARAMS) == []
+
+
+def test_is_prepared_once_on_each_connection():
+    fetch_prepared(SQL, PARAMS)
+    names = prepared_here()
+    assert len(names) == 1
+    fetch_prepared(SQL, [*PARAMS[:3], "1"])
+    assert prepared_here() == names
+    connection.close()
+    assert fetch_prepared(SQL, PARAMS)[0][0] == 9007199254740993  # prepared again on the new one
+    assert prepared_here() == names
+
+
+def test_a_null_parameter():
+    assert fetch_prepared("SELECT %s::text IS NULL", [None]) == [(True,)]
+
+
+def test_is_counted_and_timed():
+    fetch_prepared("SELECT 1", [])  # the connection made (its own statements counted) and the statement prepared
+    executed, timed = sample("django_db_execute_total"), sample("django_db_query_duration_seconds_count")
+    seconds = sample("django_db_query_duration_seconds_sum")
+    fetch_prepared("SELECT pg_sleep(%s::float8)", ["0.01"])
+    assert sample("django_db_execute_total") - executed == 1
+    assert sample("django_db_query_duration_seconds_count") - timed == 1
+    assert sample("django_db_query_duration_seconds_sum") - seconds >= 0.01
+
+
+def test_a_failed_statement_raises_what_a_cursor_raises_and_is_counted():
+    errors = sample("django_db_errors_total", type="UndefinedColumn")
+    with pytest.raises(ProgrammingError, match="no_such_column"):
+        fetch_prepared("SELECT no_such_column FROM accounts_member WHERE id = %s::bigint", ["1"])
+    assert sample("django_db_errors_total", type="UndefinedColumn") - errors == 1
+    assert fetch_prepared("SELECT %s::int + 1", ["1"]) == [(2,)]  # the connection goes on
+
+
+def test_a_connection_the_server_ended_is_a_transient_error_and_the_next_one_serves():
+    fetch_prepared(SQL, PARAMS)
+    end_connection()
+    with pytest.raises(OperationalError) as raised:
+        fetch_prepared(SQL, PARAMS)
+    assert transient(raised.value)
+    close_old_connections()  # what the end of a request runs: the broken connection is dropped
+    assert connection.connection is None
+    assert len(fetch_prepared(SQL, PARAMS)) == 2
+
+
+def test_inside_a_transaction_it_runs_in_that_transaction():
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMPORARY TABLE fetched (v int) ON COMMIT DROP")
+            cursor.execute("INSERT INTO fetched VALUES (7)")
+        assert fetch_prepared("SELECT v FROM fetched WHERE v = %s::int", ["7"]) == [(7,)]
+    assert not prepared_here()  # a cursor ran it, in the transaction the ORM opened
+
+
+def test_logged_queries_see_it():
+    with CaptureQueriesContext(connection) as queries:
+        assert fetch_prepared("SELECT %s::int * 2", ["21"]) == [(42,)]
+    assert [query["sql"] for query in queries.captured_queries] == ["SELECT $1::int * 2"]  # as the server binds it
