@@ -104,3 +104,16 @@ def test_logged_queries_see_it():
     with CaptureQueriesContext(connection) as queries:
         assert fetch_prepared("SELECT %s::int * 2", ["21"]) == [(42,)]
     assert [query["sql"] for query in queries.captured_queries] == ["SELECT $1::int * 2"]  # as the server binds it
+
+
+def test_with_prepared_statements_off_nothing_is_prepared():
+    # DB_PREPARED_STATEMENTS=0 (a pooler that cannot keep them) leaves psycopg's prepare_threshold None.
+    fetch_prepared("SELECT 1", [])  # the connection made
+    before = prepared_here()
+    connection.connection.prepare_threshold = None
+    try:
+        for _ in range(3):
+            assert fetch_prepared("SELECT %s::int * 3", ["5"]) == [(15,)]
+        assert prepared_here() == before
+    finally:
+        connection.close()
