@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import Member
 from ledger.models import Balance, Lot
 from ledger.services import ledger_settle
-from loyalty.db import fetch_prepared
+from loyalty.db import prepared_cursor
 
 EXPIRING_LIMIT = 100
 
@@ -75,18 +75,20 @@ def _balance_sql(where: str) -> str:
 
 def balance_read(member: Member) -> dict:
     """The API's balance: figures plus the open lots by expiry, soonest first; one query."""
-    return _balance_one("m.id = %s::bigint", [str(member.pk)])
+    return _balance_one("m.id = %s::bigint", [member.pk])
 
 
 def balance_by_external_id(program_id: int, external_id: str) -> dict | None:
     """``balance_read`` of a program's member by external id; None if no such member.
     The API's hottest read: one round trip, a prepared statement."""
-    return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [str(program_id), external_id])
+    return _balance_one("m.program_id = %s::bigint AND m.external_id = %s::text", [program_id, external_id])
 
 
 def _balance_one(where: str, params: list, *, settle: bool = True) -> dict | None:
     now = timezone.now()
-    rows = fetch_prepared(_balance_sql(where), [now.isoformat(), *params])
+    with prepared_cursor() as cursor:
+        cursor.execute(_balance_sql(where), [now, *params])
+        rows = cursor.fetchall()
     if not rows:
         return None
     first = rows[0]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, DataError, InterfaceError, OperationalError, connections
 from django.db.models.base import ModelState
-from psycopg import OperationalError as PsycopgOperationalError
-from psycopg import pq
-from psycopg.adapt import Transformer
-from psycopg.errors import error_from_result
+
+from loyalty.prepared import prepared_cursor
 
 # SQLSTATE of a number beyond its column's type (points balances are 32-bit integers).
 _NUMERIC_VALUE_OUT_OF_RANGE = "22003"
@@ -37,31 +34,6 @@ def transient(exc: BaseException | None) -> bool:
     if sqlstate is None:  # the connection itself: closed, broken, or never made
         return True
     return sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate in _TRANSIENT_CODES
-
-
-_server_binding_cursor = None
-
-
-def prepared_cursor():
-    """A cursor of Django's connection that binds parameters on the server, so that psycopg
-    prepares its statements once per connection (``DB_PREPARED_STATEMENTS``, on by default;
-    Django's own cursors bind on the client and never prepare). For the hottest statements,
-    whose planning cost about as much as running them; their parameters must be typed
-    (``%s::bigint``). The connection's health check, query logging, error wrapping and the
-    query metrics work as for Django's cursors."""
-    global _server_binding_cursor
-    db = connections[DEFAULT_DB_ALIAS]  # once: each attribute read through ``connection`` costs a lookup
-    if _server_binding_cursor is None:
-        from django.db.backends.postgresql.base import ServerBindingCursor
-
-        from loyalty.dbbackend.metrics import exporting_cursor
-
-        _server_binding_cursor = exporting_cursor(ServerBindingCursor, db.alias, db.vendor)
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    db.validate_thread_sharing()
-    cursor = _server_binding_cursor(db.connection)
-    return db.make_debug_cursor(cursor) if db.queries_logged else db.make_cursor(cursor)
 
 
 def pg_int_array(values) -> str:
@@ -175,68 +147,3 @@ def _unsized(db_type: str) -> str:
     long; to the plain type, the column refuses it as an ORM insert would."""
     return re.sub(r"\(.*\)$", "", db_type)
 
-
-
-_PREPARED_NAMES: dict[str, bytes] = {}  # statement -> its name on every connection
-
-
-class _Direct:
-    """What ``fetch_prepared`` keeps for one of Django's connections (one thread's): the psycopg
-    connection it was made for, the statements prepared on it, its metrics."""
-
-    def __init__(self, db, conn):
-        from loyalty.dbbackend.metrics import StatementMeasured
-
-        self.conn = conn
-        self.prepared: set[bytes] = set()
-        self.transformer = Transformer(conn)
-        self.measured = StatementMeasured(db.alias, db.vendor)
-
-
-def fetch_prepared(sql: str, params: list[str | None]) -> list[tuple]:
-    """The rows of a statement that only reads, sent straight through libpq as a prepared
-    statement: one blocking call for the round trip, where a psycopg cursor spends about twice the
-    CPU (``bench/round_trip_cost.py``). ``params``: text (or None) for the statement's typed ``%s``
-    (``%s::bigint``). Django's health check, thread check and error wrapping apply, and the query
-    metrics count it as ``prepared_cursor``'s statements. Where only a cursor does what is
-    expected (queries logged or wrapped, a transaction open, prepared statements off), it runs
-    through ``prepared_cursor``."""
-    db = connections[DEFAULT_DB_ALIAS]
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    db.validate_thread_sharing()
-    conn = db.connection
-    if db.queries_logged or db.execute_wrappers or not db.get_autocommit() or conn.prepare_threshold is None:
-        with prepared_cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    direct = getattr(db, "_loyalty_direct", None)
-    if direct is None or direct.conn is not conn:
-        direct = db._loyalty_direct = _Direct(db, conn)
-    name = _PREPARED_NAMES.get(sql)
-    if name is None:  # the same for every thread that gets here first
-        name = _PREPARED_NAMES[sql] = b"loyalty_" + hashlib.blake2b(sql.encode(), digest_size=12).hexdigest().encode()
-    with db.wrap_database_errors, direct.measured:
-        pgconn = conn.pgconn
-        if name not in direct.prepared:
-            _check(conn, pgconn.prepare(name, _numbered(sql).encode()))
-            direct.prepared.add(name)
-        result = pgconn.exec_prepared(name, [None if value is None else value.encode() for value in params])
-        _check(conn, result)
-        direct.transformer.set_pgresult(result)
-        return direct.transformer.load_rows(0, result.ntuples, tuple)
-
-
-def _numbered(sql: str) -> str:
-    """``%s`` placeholders as libpq's ``$1``, ``$2``, ... (the statement has no literal ``%``)."""
-    count = iter(range(1, sql.count("%s") + 1))
-    return re.sub(r"%s", lambda _match: f"${next(count)}", sql)
-
-
-def _check(conn, result) -> None:
-    """Raise what psycopg raises for a failed statement: the server's error, or the connection's."""
-    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-        return
-    if conn.pgconn.status == pq.ConnStatus.BAD:
-        raise PsycopgOperationalError(conn.pgconn.get_error_message())
-    raise error_from_result(result, encoding=conn.info.encoding)

@@ -37,6 +37,7 @@ from psycopg import pq
 
 from loyalty.dbbackend.adapters import with_utc_loader
 from loyalty.dbbackend.metrics import exporting_cursor
+from loyalty.prepared import forget_prepared
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -75,10 +76,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _rollback(self):
         if not self._rollback_past_prepared_cache(b"ROLLBACK"):
+            forget_prepared(self)  # psycopg's rollback may send DEALLOCATE ALL
             super()._rollback()
 
     def _savepoint_rollback(self, sid):
         if not self._rollback_past_prepared_cache(self.ops.savepoint_rollback_sql(sid).encode()):
+            forget_prepared(self)
             super()._savepoint_rollback(sid)
 
     def _rollback_past_prepared_cache(self, sql: bytes) -> bool:

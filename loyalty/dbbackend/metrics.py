@@ -48,7 +48,7 @@ def exporting_cursor(cursor_class, alias: str, vendor: str):
 
 
 class StatementMeasured:
-    """Counts and times the statements sent around a cursor (``loyalty.db.fetch_prepared``), as
+    """Counts and times the statements sent around a cursor (``loyalty.prepared``), as
     ``exporting_cursor``'s cursors do theirs: ``with measured: ...`` around each one."""
 
     def __init__(self, alias: str, vendor: str):

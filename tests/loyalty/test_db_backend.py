@@ -93,9 +93,10 @@ class Refused(Exception):
 
 
 def _prepared_names() -> set[str]:
-    """The statements psycopg prepared on this session (PostgreSQL's own list)."""
+    """The statements psycopg and ``loyalty.prepared`` prepared on this session (PostgreSQL's own list)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE '\\_pg3\\_%%'")
+        cursor.execute("SELECT name FROM pg_prepared_statements "
+                       "WHERE name LIKE '\\_pg3\\_%%' OR name LIKE 'loyalty\\_%%'")
         return {name for (name,) in cursor.fetchall()}
 
 

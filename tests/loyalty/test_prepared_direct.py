@@ -1,6 +1,6 @@
-"""``loyalty.db.fetch_prepared``: a read sent straight through libpq gives the rows a cursor gives,
-fails as a cursor fails, is counted in the query metrics, and leaves the work to a cursor where only
-a cursor does what is expected."""
+"""``loyalty.prepared``: a statement sent straight through libpq gives the rows, row counts and errors
+a psycopg cursor gives, is counted in the query metrics, runs in the transaction that is open, and
+leaves the work to a cursor where only a cursor does what is expected."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from django.db import OperationalError, ProgrammingError, close_old_connections,
 from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
-from loyalty.db import fetch_prepared, transient
+from loyalty.db import transient
+from loyalty.prepared import prepared_cursor
 from tests.api.test_database_interruptions import end_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as a request runs
 
 SQL = ("SELECT %s::bigint, %s::text, %s::timestamptz, %s::numeric, NULL::int, v "
        "FROM unnest(ARRAY[2, 1]) AS v ORDER BY v")
-PARAMS = ["9007199254740993", "ação ✓", "2026-12-01T10:30:00.123456+00:00", "12.50"]
+PARAMS = [9007199254740993, "ação ✓", dt.datetime(2026, 12, 1, 10, 30, 0, 123456, tzinfo=dt.UTC), Decimal("12.50")]
 LABELS = {"alias": "default", "vendor": "postgresql"}
 
 
@@ -27,6 +28,12 @@ def prepared_here() -> set[str]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'loyalty\\_%%'")
         return {row[0] for row in cursor.fetchall()}
+
+
+def fetch_prepared(sql: str, params) -> list[tuple]:
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def sample(name: str, **extra) -> float:
@@ -51,22 +58,23 @@ def test_is_prepared_once_on_each_connection():
     fetch_prepared(SQL, PARAMS)
     names = prepared_here()
     assert len(names) == 1
-    fetch_prepared(SQL, [*PARAMS[:3], "1"])
+    fetch_prepared(SQL, [*PARAMS[:3], Decimal(1)])
     assert prepared_here() == names
     connection.close()
     assert fetch_prepared(SQL, PARAMS)[0][0] == 9007199254740993  # prepared again on the new one
     assert prepared_here() == names
 
 
-def test_a_null_parameter():
-    assert fetch_prepared("SELECT %s::text IS NULL", [None]) == [(True,)]
+def test_null_json_and_percent():
+    assert fetch_prepared("SELECT %s::text IS NULL, %s::jsonb ->> 'a', '100%%'", [None, '{"a": "b"}']) == [
+        (True, "b", "100%")]
 
 
 def test_is_counted_and_timed():
     fetch_prepared("SELECT 1", [])  # the connection made (its own statements counted) and the statement prepared
     executed, timed = sample("django_db_execute_total"), sample("django_db_query_duration_seconds_count")
     seconds = sample("django_db_query_duration_seconds_sum")
-    fetch_prepared("SELECT pg_sleep(%s::float8)", ["0.01"])
+    fetch_prepared("SELECT pg_sleep(%s::float8)", [0.01])
     assert sample("django_db_execute_total") - executed == 1
     assert sample("django_db_query_duration_seconds_count") - timed == 1
     assert sample("django_db_query_duration_seconds_sum") - seconds >= 0.01
@@ -75,9 +83,9 @@ def test_is_counted_and_timed():
 def test_a_failed_statement_raises_what_a_cursor_raises_and_is_counted():
     errors = sample("django_db_errors_total", type="UndefinedColumn")
     with pytest.raises(ProgrammingError, match="no_such_column"):
-        fetch_prepared("SELECT no_such_column FROM accounts_member WHERE id = %s::bigint", ["1"])
+        fetch_prepared("SELECT no_such_column FROM accounts_member WHERE id = %s::bigint", [1])
     assert sample("django_db_errors_total", type="UndefinedColumn") - errors == 1
-    assert fetch_prepared("SELECT %s::int + 1", ["1"]) == [(2,)]  # the connection goes on
+    assert fetch_prepared("SELECT %s::int + 1", [1]) == [(2,)]  # the connection goes on
 
 
 def test_a_connection_the_server_ended_is_a_transient_error_and_the_next_one_serves():
@@ -92,17 +100,54 @@ def test_a_connection_the_server_ended_is_a_transient_error_and_the_next_one_ser
 
 
 def test_inside_a_transaction_it_runs_in_that_transaction():
+    fetch_prepared("SELECT 1", [])
+    before = prepared_here()
     with transaction.atomic():
+        # The transaction's first statement: psycopg's cursor sends BEGIN with it.
+        assert fetch_prepared("SELECT %s::int", [3]) == [(3,)]
+        assert prepared_here() == before
         with connection.cursor() as cursor:
             cursor.execute("CREATE TEMPORARY TABLE fetched (v int) ON COMMIT DROP")
-            cursor.execute("INSERT INTO fetched VALUES (7)")
-        assert fetch_prepared("SELECT v FROM fetched WHERE v = %s::int", ["7"]) == [(7,)]
-    assert not prepared_here()  # a cursor ran it, in the transaction the ORM opened
+        with prepared_cursor() as cursor:  # the transaction is open: straight through libpq
+            cursor.execute("INSERT INTO fetched SELECT unnest(%s::int[])", ["{7,8,9}"])
+            assert (cursor.rowcount, cursor.description) == (3, None)
+            cursor.execute("UPDATE fetched SET v = v + %(by)s::int WHERE v > %(above)s::int RETURNING v",
+                           {"by": 10, "above": 7})
+            assert cursor.rowcount == 2 and cursor.description == ["v"]
+            assert cursor.fetchone() == (18,)
+            assert cursor.fetchall() == [(19,)]
+            assert cursor.fetchone() is None
+        assert len(prepared_here() - before) == 2
+        transaction.set_rollback(True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pg_temp.fetched')")
+        assert cursor.fetchone() == (None,)  # rolled back with the transaction
+
+
+def test_a_failed_statement_in_a_transaction_breaks_it_as_a_cursor_does():
+    from django.db import DatabaseError, InternalError
+
+    with transaction.atomic():
+        fetch_prepared("SELECT 1", [])
+        with pytest.raises(DatabaseError, match="division by zero"):
+            fetch_prepared("SELECT 1 / %s::int", [0])
+        with pytest.raises(InternalError, match="current transaction is aborted"):
+            fetch_prepared("SELECT 1", [])
+        transaction.set_rollback(True)
+    assert fetch_prepared("SELECT %s::int", [1]) == [(1,)]
+
+
+def test_statements_dropped_by_the_server_are_prepared_again():
+    fetch_prepared("SELECT %s::int", [1])
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # as a pooler's reset, or psycopg's own rollback, does
+    assert fetch_prepared("SELECT %s::int", [2]) == [(2,)]
+    assert len(prepared_here()) == 1
 
 
 def test_logged_queries_see_it():
     with CaptureQueriesContext(connection) as queries:
-        assert fetch_prepared("SELECT %s::int * 2", ["21"]) == [(42,)]
+        assert fetch_prepared("SELECT %s::int * 2", [21]) == [(42,)]
     assert [query["sql"] for query in queries.captured_queries] == ["SELECT $1::int * 2"]  # as the server binds it
 
 
@@ -113,7 +158,7 @@ def test_with_prepared_statements_off_nothing_is_prepared():
     connection.connection.prepare_threshold = None
     try:
         for _ in range(3):
-            assert fetch_prepared("SELECT %s::int * 3", ["5"]) == [(15,)]
+            assert fetch_prepared("SELECT %s::int * 3", [5]) == [(15,)]
         assert prepared_here() == before
     finally:
         connection.close()
