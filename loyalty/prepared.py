@@ -63,6 +63,10 @@ class _Statement:
 
 
 _statements: dict[str, _Statement] = {}
+# Each connection keeps every statement it prepared. The hot paths' statements are fixed texts, a
+# few dozen; past this many (a statement built with a varying number of placeholders, say) the
+# others run through psycopg's cursor, whose own cache keeps at most ``prepared_max`` of them.
+MAX_STATEMENTS = 200
 
 
 class _Direct:
@@ -120,7 +124,10 @@ class PreparedCursor:
     def execute(self, sql: str, params=None) -> None:
         db = self.db
         conn = db.connection
-        direct = _direct(db, conn)
+        statement = _statements.get(sql)
+        if statement is None and len(_statements) < MAX_STATEMENTS:
+            statement = _statements[sql] = _Statement(sql)
+        direct = _direct(db, conn) if statement is not None else None
         if direct is None:
             cursor = self._cursor
             if cursor is None:
@@ -129,9 +136,6 @@ class PreparedCursor:
             self.rowcount, self.description, self._last_ran_on_cursor = cursor.rowcount, cursor.description, True
             return
         self._last_ran_on_cursor = False
-        statement = _statements.get(sql)
-        if statement is None:
-            statement = _statements[sql] = _Statement(sql)
         if statement.names is None:
             values = params or ()
         else:

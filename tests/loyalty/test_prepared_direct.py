@@ -162,3 +162,15 @@ def test_with_prepared_statements_off_nothing_is_prepared():
         assert prepared_here() == before
     finally:
         connection.close()
+
+
+def test_past_the_statements_limit_new_ones_go_through_a_cursor(monkeypatch):
+    from loyalty import prepared
+
+    fetch_prepared("SELECT 1", [])
+    before = prepared_here()
+    monkeypatch.setattr(prepared, "MAX_STATEMENTS", len(prepared._statements))
+    for n in range(3):
+        assert fetch_prepared(f"SELECT %s::int + {n} -- a text no other test runs", [1]) == [(1 + n,)]
+    assert prepared_here() == before  # none of ours (psycopg prepares its own after two runs)
+    assert fetch_prepared("SELECT 1", []) == [(1,)]  # those known before still go straight through
