@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Count, Q
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -14,6 +13,7 @@ from rest_framework.views import APIView
 
 from campaigns import services
 from campaigns.models import Redemption, Reward
+from campaigns.selectors import redemption_voucher, reward_available, reward_stock, rewards_with_free_codes
 from ledger.selectors import balance_read
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
@@ -32,11 +32,8 @@ class RewardOut(serializers.Serializer):
 
 def reward_output(reward: Reward, now) -> dict:
     """``stock`` of a pool reward is its free codes; ``available`` says whether it can be redeemed now."""
-    in_window = (reward.active_from is None or reward.active_from <= now) and (
-        reward.active_until is None or now < reward.active_until)
-    stock = reward.free_codes if reward.vouchers == Reward.Vouchers.POOL else reward.stock
-    return {"id": reward.code, "name": reward.name, "cost": reward.cost, "stock": stock,
-            "available": reward.is_active and in_window and (stock is None or stock > 0)}
+    return {"id": reward.code, "name": reward.name, "cost": reward.cost, "stock": reward_stock(reward),
+            "available": reward_available(reward, now)}
 
 
 class RedemptionOut(serializers.Serializer):
@@ -58,8 +55,7 @@ def redemption_output(redemption: Redemption) -> dict:
         "points": redemption.points,
         "reward": redemption.reward.code if redemption.reward_id else None,
         "quantity": redemption.quantity,
-        # A held redemption's reserved code is shown only once it is captured.
-        "voucher_code": (redemption.voucher_code or None) if redemption.status != Redemption.Status.HELD else None,
+        "voucher_code": redemption_voucher(redemption),
         "member_id": redemption.member.external_id,
         "created_at": serializers.DateTimeField().to_representation(redemption.created_at),
         "balance": getattr(redemption, "balance_after", None) or balance_read(redemption.member),
@@ -73,8 +69,7 @@ class RewardListView(StrictQueryMixin, APIView):
                    summary="The rewards catalog")
     def get(self, request):
         limit = page_limit(request)
-        rewards = (Reward.objects.filter(program_id=request.user.program_id).order_by("id")
-                   .annotate(free_codes=Count("codes", filter=Q(codes__redemption__isnull=True))))
+        rewards = rewards_with_free_codes(request.user.program_id).order_by("id")
         rewards = after_id(request, rewards, "code")
         now = timezone.now()
         return Response(page(list(rewards[: limit + 1]), limit, lambda r: reward_output(r, now)))

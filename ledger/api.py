@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.api import member_get
 from ledger.models import Entry
-from ledger.selectors import balance_by_external_id, balance_read
+from ledger.selectors import balance_by_external_id, balance_read, member_entries
 from ledger.services import points_adjust
 from loyalty.api import schema
 from loyalty.api.fastpath import json_ok, plain_get_key
@@ -72,15 +72,10 @@ class TransactionListView(StrictQueryMixin, APIView):
     def get(self, request, external_id: str):
         member = member_get(request, external_id)
         limit = page_limit(request)
-        entries = Entry.objects.filter(member_id=member.pk).order_by("-created_at", "-id")
         after = request.query_params.get("starting_after")
-        if after is not None:
-            cursor = (entries.filter(pk=int(after)).values_list("created_at", "id").first()
-                      if after.isascii() and after.isdigit() else None)
-            if cursor is None:
-                raise bad_cursor(after)
-            created_at, entry_id = cursor
-            entries = entries.filter(created_at__lte=created_at).exclude(created_at=created_at, id__gte=entry_id)
+        entries = member_entries(member.pk, after)
+        if entries is None:
+            raise bad_cursor(after)
         return Response(page(list(entries[: limit + 1]), limit, transaction_output))
 
 

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import functools
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from accounts.models import Member
-from ledger.models import Balance, Lot
+from ledger.models import Balance, Entry, Lot
 from ledger.services import ledger_settle
 from loyalty.db import prepared_cursor
 
 EXPIRING_LIMIT = 100
+
+
+def member_entries(member_id: int, after: str | None = None) -> QuerySet[Entry] | None:
+    """A member's entries, newest first; with ``after`` (an entry id, as text), only those after
+    that entry of theirs in this order. None when ``after`` is not one of their entries."""
+    entries = Entry.objects.filter(member_id=member_id).order_by("-created_at", "-id")
+    if after is None:
+        return entries
+    cursor = (entries.filter(pk=int(after)).values_list("created_at", "id").first()
+              if after.isascii() and after.isdigit() else None)
+    if cursor is None:
+        return None
+    created_at, entry_id = cursor
+    return entries.filter(created_at__lte=created_at).exclude(created_at=created_at, id__gte=entry_id)
 
 
 def members_settle_due(member_ids: list[int]) -> list[int]:

@@ -42,10 +42,11 @@ def test_member_signs_in_and_sees_balance_history_expiry_tier_and_rewards(page, 
     assert "Earned in all: 155" in body and "Redeemed: 15" in body
     soon, later = (f"{timezone.now() + dt.timedelta(days=days):%-d %b %Y}" for days in (20, 365))
     # The 15 points redeemed came from the lot that expires first.
-    assert page.locator("ul").first.inner_text() == f"105 on {soon}\n35 on {later}"
+    assert page.locator("#expiring").inner_text() == f"105 on {soon}\n35 on {later}"
     history = page.locator("#history").inner_text()
     assert "Welcome gift" in history and "Coffee purchase" in history and "Cookie" in history
-    assert "Free coffee: 150 points" in body
+    assert page.locator("#rewards").inner_text() == "Free coffee: 150 points · 10 more points to go"
+    assert page.locator("#redemptions").inner_text().endswith("No redemptions yet.")
     assert "7777" not in body and "Bob" not in body
 
 
@@ -63,3 +64,26 @@ def test_wrong_password_is_refused_on_the_form(page, members):
     sign_in(page, "alice", "wrong-password", "/me/")
     assert "/accounts/login/" in page.url
     assert "correct username and password" in page.locator("body").inner_text()
+
+
+def test_member_finds_a_voucher_and_pages_back_through_older_history(page, members):
+    from campaigns.models import Reward
+    from campaigns.services import redemption_create
+    from ledger.services import points_earn
+
+    alice, _bob = members
+    for n in range(1, 31):
+        points_earn(member=alice, points=10, key=f"visit-{n}", description=f"Visit {n}")
+    tea = Reward.objects.create(program=alice.program, code="tea", name="Tea", cost=200, vouchers="generated")
+    voucher = redemption_create(key="tea-1", member=alice, reward=tea).voucher_code
+    sign_in(page, "alice", "pw-alice-1", "/me/")
+    assert page.locator("#redemptions tr").nth(1).inner_text().split("\t")[1:] == ["Tea", "200", "Captured", voucher]
+    history = page.locator("#history").inner_text()
+    # Newest first, 25 a page: the redemption, then visits 30 to 7.
+    assert "Visit 30\t" in history and "Visit 7\t" in history and "Visit 6\t" not in history
+    submit(page, "text=Older activity")
+    older = page.locator("#history").inner_text()
+    assert "Visit 6\t" in older and "Visit 1\t" in older and "Welcome gift" in older and "Visit 30" not in older
+    assert page.locator("text=Older activity").count() == 0
+    submit(page, "text=Newest activity")
+    assert "Visit 30" in page.locator("#history").inner_text()

@@ -1,0 +1,44 @@
+"""Reads of the rewards catalog shared by the partner API and the member pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Count, Q, QuerySet
+
+from campaigns.models import Redemption, Reward
+
+
+def rewards_with_free_codes(program_id: int) -> QuerySet[Reward]:
+    """The program's rewards, each with ``free_codes``: its pool codes not given out yet."""
+    return Reward.objects.filter(program_id=program_id).annotate(
+        free_codes=Count("codes", filter=Q(codes__redemption__isnull=True)))
+
+
+def reward_in_window(reward: Reward, now: dt.datetime) -> bool:
+    return (reward.active_from is None or reward.active_from <= now) and (
+        reward.active_until is None or now < reward.active_until)
+
+
+def reward_stock(reward: Reward) -> int | None:
+    """Units left (None: unlimited); a pool reward's are its free codes (``rewards_with_free_codes``)."""
+    return reward.free_codes if reward.vouchers == Reward.Vouchers.POOL else reward.stock
+
+
+def reward_available(reward: Reward, now: dt.datetime) -> bool:
+    """Whether the reward can be redeemed now: active, in its window and in stock."""
+    stock = reward_stock(reward)
+    return reward.is_active and reward_in_window(reward, now) and (stock is None or stock > 0)
+
+
+def redemption_voucher(redemption: Redemption) -> str | None:
+    """The voucher code to show for a redemption: a held one's reserved code only once captured."""
+    if redemption.status == Redemption.Status.HELD:
+        return None
+    return redemption.voucher_code or None
+
+
+def member_redemptions(member_id: int, limit: int) -> list[Redemption]:
+    """A member's latest redemptions, newest first, with their rewards."""
+    return list(Redemption.objects.filter(member_id=member_id).select_related("reward")
+                .order_by("-created_at", "-id")[:limit])
