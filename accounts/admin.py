@@ -8,21 +8,25 @@ read-only.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from accounts.models import Member, Partner, PartnerAPIKey, Program
 from accounts.services import member_create, partner_create
+from ledger import health
 from ledger.models import Balance, Entry, Lot
 from ledger.services import points_adjust
 from loyalty.admin_lists import LargeListAdmin
@@ -34,6 +38,7 @@ if admin.site.is_registered(APIKey):
 
 
 PROGRAM_IDENTITY = ("name", "slug", "points_name")
+HEALTH_DAYS = 30  # the program health page's earn and burn, day by day
 # Every other editable field is policy, so a new policy field shows up without an edit here.
 PROGRAM_POLICY = tuple(
     field.name for field in Program._meta.concrete_fields
@@ -57,6 +62,40 @@ class ProgramAdmin(admin.ModelAdmin):
 
     def get_prepopulated_fields(self, request, obj=None):
         return {} if obj else {"slug": ("name",)}
+
+    def get_urls(self):
+        health = path("<path:object_id>/health/", self.admin_site.admin_view(self.health_view),
+                      name="accounts_program_health")
+        return [health, *super().get_urls()]
+
+    def health_view(self, request, object_id):
+        """The program's health: liability, lifetime breakage and burn, earn and burn by day, and
+        the events of the last 24 hours by status (``ledger.health``)."""
+        from rules.models import InboundEvent
+
+        program = self.get_object(request, unquote(object_id))
+        if program is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, program):
+            raise PermissionDenied
+        now = timezone.now()
+        liability, lifetime = health.program_liability_and_lifetime(program.pk, now)
+        days = health.program_days(program.pk, now, days=HEALTH_DAYS)
+        since = now - dt.timedelta(hours=24)
+        by_status = dict(InboundEvent.objects.filter(program_id=program.pk, received_at__gte=since)
+                         .values_list("status").annotate(n=Count("id")).order_by())
+        inbox = reverse("admin:rules_inboundevent_changelist")
+        events = [{"status": status, "count": by_status.get(status, 0),
+                   "url": f"{inbox}?program__id__exact={program.pk}&status__exact={status}"}
+                  for status in InboundEvent.Status.values]
+        context = {
+            **self.admin_site.each_context(request), "opts": self.opts, "original": program,
+            "title": f"Health: {program}", "now": now, "liability": liability, "lifetime": lifetime,
+            "days": days, "period": {field: sum(getattr(day, field) for day in days)
+                                     for field in ("earned", "redeemed", "expired", "reversed", "adjusted")},
+            "events": events,
+        }
+        return TemplateResponse(request, "admin/accounts/program/health.html", context)
 
 
 # --- Member ----------------------------------------------------------------------------------
