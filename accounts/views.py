@@ -1,11 +1,15 @@
-"""Member pages: a member signs in and sees only their own points."""
+"""Member pages: a member signs in, sees only their own points, and redeems rewards."""
 
 from __future__ import annotations
 
+import uuid
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from campaigns.selectors import (
     member_redemptions,
@@ -14,8 +18,11 @@ from campaigns.selectors import (
     reward_in_window,
     rewards_with_free_codes,
 )
+from campaigns.services import redemption_create
 from ledger.models import Entry
 from ledger.selectors import balance_read, member_entries
+from loyalty.api.ratelimit import member_redemption_limit_hit
+from loyalty.errors import DomainError
 
 HISTORY_PAGE = 25
 REDEMPTIONS_SHOWN = 10
@@ -46,8 +53,39 @@ def my_points(request):
         "paged": request.GET.get("before") is not None,
         "rewards": rewards,
         "redemptions": redemptions,
+        # One per page shown: the redemption's idempotency key, so that a form sent twice (a double
+        # click, a resent POST) redeems once.
+        "redeem_token": uuid.uuid4().hex,
     }
     return render(request, "accounts/my_points.html", context)
+
+
+@login_required
+@require_POST
+def redeem(request):
+    """Redeem one unit of a reward of the member's program, captured at once (its voucher code, if
+    it has codes, is shown); the result, or why not, as a message on the points page."""
+    member = getattr(request.user, "member", None)
+    if member is None:
+        return render(request, "accounts/no_membership.html", status=404)
+    token = request.POST.get("token", "")
+    code = request.POST.get("reward", "")
+    if not (len(token) == 32 and token.isascii() and token.isalnum()) or not code:
+        messages.error(request, "That form is out of date: reload the page and try again.")
+        return redirect("my-points")
+    if member_redemption_limit_hit(member.program, member.external_id) is not None:
+        messages.error(request, "Too many redemptions in a short time: try again in a minute.")
+        return redirect("my-points")
+    try:
+        redemption = redemption_create(member=member, reward_code=code, key=f"web-redeem:{member.pk}:{token}")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return redirect("my-points")
+    name = redemption.reward.name if redemption.reward else code
+    voucher = redemption_voucher(redemption)
+    messages.success(request, f"You redeemed {name} for {redemption.points} {member.program.points_name}."
+                     + (f" Your voucher code: {voucher}" if voucher else ""))
+    return redirect("my-points")
 
 
 def _history_page(member_id: int, before: str | None) -> tuple[list[Entry], int | None]:

@@ -18,7 +18,7 @@ from ledger.selectors import balance_read
 from loyalty.api import schema
 from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
-from loyalty.api.ratelimit import rate_limit_hit
+from loyalty.api.ratelimit import member_redemption_limit_hit
 from loyalty.api.strict import StrictBooleanField, StrictIntegerField, StrictQueryMixin, StrictSerializer
 
 
@@ -120,11 +120,9 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         program = request.user.program
-        if program.redemption_limit_per_minute:
-            wait = rate_limit_hit(f"member-redeem:{program.pk}:{values['member_id']}",
-                                  program.redemption_limit_per_minute)
-            if wait is not None:
-                raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
+        wait = member_redemption_limit_hit(program, values["member_id"])
+        if wait is not None:
+            raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
         # The member and the reward are found under the member's lock, by the statements that
         # lock and read them (404 for either, the member first).
         redemption = services.redemption_create(

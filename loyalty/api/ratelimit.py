@@ -103,6 +103,13 @@ def key_rate_limit_hit(key) -> int | None:
     return rate_limit_hit(f"key:{key.pk}", limit) if limit else None
 
 
+def member_redemption_limit_hit(program, member_external_id: str) -> int | None:
+    """Count one redemption of a program's member, on any channel (the API, the member pages);
+    the seconds to wait when over the program's ``redemption_limit_per_minute`` (empty: off), else None."""
+    limit = program.redemption_limit_per_minute
+    return rate_limit_hit(f"member-redeem:{program.pk}:{member_external_id}", limit) if limit else None
+
+
 class PartnerKeyThrottle(BaseThrottle):
     """Per API key: API_RATE_LIMIT_PER_MINUTE requests a minute (0 turns it off)."""
 

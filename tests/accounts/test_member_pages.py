@@ -1,6 +1,10 @@
+import html
+import re
+
 from django.contrib.auth import get_user_model
 
 from ledger.services import points_earn
+from tests.html import cell_texts, element
 
 
 def test_member_sees_only_their_own_points(client, program, make_member):
@@ -33,12 +37,7 @@ def _signed_in(client, program, make_member, name="carol"):
 
 
 def _rows(page: str, table_id: str) -> list[list[str]]:
-    """The text of each cell of the table's rows, header first."""
-    import re
-
-    table = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.S).group(1)
-    return [[re.sub(r"<[^>]+>|\s+", " ", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    return cell_texts(element(page, "table", table_id))
 
 
 def test_rewards_show_what_can_be_redeemed_now_and_what_is_missing(client, program, make_member):
@@ -64,17 +63,16 @@ def test_rewards_show_what_can_be_redeemed_now_and_what_is_missing(client, progr
     Reward.objects.create(program=program, code="past", name="Last month", cost=10,
                           active_until=now - dt.timedelta(days=3))
     page = client.get("/me/").content.decode()
-    import re
-
-    rewards = [re.sub(r"\s+", " ", item).strip()
-               for item in re.findall(r"<li>(.*?)</li>", page.split('id="rewards"')[1].split("</ul>")[0], re.S)]
-    assert rewards == [
-        "Sold-out cap: 50 points &middot; out of stock",
-        "Gift card: 60 points &middot; yours to redeem",
-        "Empty pool: 70 points &middot; out of stock",
-        "Mug: 80 points &middot; yours to redeem",
-        "Bag: 250 points &middot; 150 more points to go",
+    rewards = [html.unescape(re.sub(r"<[^>]+>|\s+", " ", item)).split()
+               for item in re.findall(r"<li>(.*?)</li>", element(page, "ul", "rewards"), re.S)]
+    assert [" ".join(words) for words in rewards] == [
+        "Sold-out cap: 50 points · out of stock",
+        "Gift card: 60 points · yours to redeem Redeem",
+        "Empty pool: 70 points · out of stock",
+        "Mug: 80 points · yours to redeem Redeem",
+        "Bag: 250 points · 150 more points to go",
     ]
+    assert _redeem_form_codes(page) == ["gift", "mug"]
 
 
 def test_redemptions_show_their_status_and_voucher_once_captured_and_only_the_members_own(
@@ -110,8 +108,6 @@ def test_redemptions_show_their_status_and_voucher_once_captured_and_only_the_me
 
 
 def test_history_pages_through_older_entries_of_the_member_only(client, program, make_member):
-    import re
-
     member = _signed_in(client, program, make_member)
     other = make_member(program, external_id="erin")
     for n in range(1, 31):
@@ -131,3 +127,101 @@ def test_history_pages_through_older_entries_of_the_member_only(client, program,
         response = client.get(f"/me/?before={cursor}")
         assert response.status_code == 404, cursor
         assert "Someone else" not in response.content.decode()
+
+
+# --- redeeming on the member pages ----------------------------------------------------------
+
+
+def _redeem_form(page: str, reward: str) -> dict[str, str]:
+    """The hidden fields of the page's Redeem form for ``reward``."""
+    [form] = [form for form in re.findall(r'<form method="post" action="/me/redeem/".*?</form>', page, re.S)
+              if f'name="reward" value="{reward}"' in form]
+    return dict(re.findall(r'name="(\w+)" value="([^"]*)"', form))
+
+
+def _messages(page: str) -> list[str]:
+    return [html.unescape(re.sub(r"\s+", " ", text).strip())
+            for text in re.findall(r'<li class="(?:success|error)">(.*?)</li>', page, re.S)]
+
+
+def test_member_redeems_a_reward_once_however_often_the_form_is_sent(client, program, make_member):
+    from campaigns.models import Redemption, Reward
+
+    member = _signed_in(client, program, make_member)
+    points_earn(member=member, points=250, key="e1")
+    Reward.objects.create(program=program, code="coffee", name="Coffee", cost=100, vouchers="generated")
+    Reward.objects.create(program=program, code="bag", name="Bag", cost=300)
+    page = client.get("/me/").content.decode()
+    assert "bag" not in _redeem_form_codes(page)  # 50 more points to go: no button
+    form = _redeem_form(page, "coffee")
+    response = client.post("/me/redeem/", form, follow=True)
+    redemption = Redemption.objects.get(member=member)
+    assert (redemption.reward.code, redemption.points, redemption.status) == ("coffee", 100, "captured")
+    assert _messages(response.content.decode()) == [
+        f"You redeemed Coffee for 100 points. Your voucher code: {redemption.voucher_code}"]
+    assert '<h2 id="balance">150 points available</h2>' in response.content.decode()
+    again = client.post("/me/redeem/", form, follow=True)  # the same form again: a double click
+    assert Redemption.objects.filter(member=member).count() == 1
+    assert redemption.voucher_code in _messages(again.content.decode())[0]
+    assert member.balance.__class__.objects.get(member=member).available == 150
+
+
+def _redeem_form_codes(page: str) -> list[str]:
+    return re.findall(r'name="reward" value="([^"]*)"', page)
+
+
+def test_redeeming_what_cannot_be_redeemed_says_why_and_changes_nothing(client, program, make_program, make_member):
+    from campaigns.models import Redemption, Reward
+    from ledger.models import Balance
+
+    member = _signed_in(client, program, make_member)
+    points_earn(member=member, points=120, key="e1")
+    Reward.objects.create(program=program, code="bag", name="Bag", cost=300)
+    Reward.objects.create(program=program, code="cap", name="Cap", cost=10, stock=0)
+    Reward.objects.create(program=make_program(), code="theirs", name="Not yours", cost=10)
+    token = "a" * 32
+    cases = {
+        "bag": "300 points requested, 120 available.",
+        "cap": "The reward 'cap' is out of stock.",
+        "theirs": "No reward 'theirs'.",
+    }
+    for n, (code, message) in enumerate(cases.items()):
+        response = client.post("/me/redeem/", {"reward": code, "token": f"{n}" * 32}, follow=True)
+        assert _messages(response.content.decode()) == [message], code
+    for form in ({"reward": "bag"}, {"reward": "bag", "token": "short"}, {"token": token}):
+        response = client.post("/me/redeem/", form, follow=True)
+        assert _messages(response.content.decode()) == ["That form is out of date: reload the page and try again."]
+    assert not Redemption.objects.exists()
+    assert Balance.objects.get(member=member).available == 120
+    assert client.get("/me/redeem/").status_code == 405
+
+
+def test_redeeming_needs_a_signed_in_member_and_the_pages_csrf_token(client, program, make_member):
+    from django.test import Client
+
+    from campaigns.models import Redemption, Reward
+
+    Reward.objects.create(program=program, code="coffee", name="Coffee", cost=10)
+    response = client.post("/me/redeem/", {"reward": "coffee", "token": "b" * 32})
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    member = make_member(program, external_id="frank",
+                         user=get_user_model().objects.create_user("frank", password="pw-frank-1"))
+    points_earn(member=member, points=50, key="e1")
+    strict = Client(enforce_csrf_checks=True)
+    strict.login(username="frank", password="pw-frank-1")
+    assert strict.post("/me/redeem/", {"reward": "coffee", "token": "b" * 32}).status_code == 403
+    assert not Redemption.objects.exists()
+
+
+def test_the_programs_redemption_limit_applies_on_the_pages_too(client, make_program, make_member):
+    from campaigns.models import Redemption, Reward
+
+    program = make_program(redemption_limit_per_minute=2)
+    member = _signed_in(client, program, make_member, name="gina")
+    points_earn(member=member, points=100, key="e1")
+    Reward.objects.create(program=program, code="sticker", name="Sticker", cost=1)
+    said = [_messages(client.post("/me/redeem/", {"reward": "sticker", "token": f"{n}" * 32}, follow=True)
+                      .content.decode())[0] for n in range(3)]
+    assert said[:2] == ["You redeemed Sticker for 1 points."] * 2
+    assert said[2] == "Too many redemptions in a short time: try again in a minute."
+    assert Redemption.objects.filter(member=member).count() == 2

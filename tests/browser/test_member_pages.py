@@ -87,3 +87,19 @@ def test_member_finds_a_voucher_and_pages_back_through_older_history(page, membe
     assert page.locator("text=Older activity").count() == 0
     submit(page, "text=Newest activity")
     assert "Visit 30" in page.locator("#history").inner_text()
+
+
+def test_member_redeems_a_reward_and_gets_its_voucher_code(page, members):
+    from campaigns.models import Redemption, Reward
+
+    alice, _bob = members
+    Reward.objects.create(program=alice.program, code="cookie", name="Cookie", cost=40, vouchers="generated")
+    sign_in(page, "alice", "pw-alice-1", "/me/")
+    rewards = page.locator("#rewards").inner_text()
+    assert "Cookie: 40 points · yours to redeem" in rewards and rewards.count("Redeem") == 1  # not the coffee
+    submit(page, "#rewards button:has-text('Redeem')")
+    code = Redemption.objects.get(member=alice).voucher_code
+    said = page.locator(".messages .success").inner_text()
+    assert said == f"You redeemed Cookie for 40 points. Your voucher code: {code}"
+    assert page.locator("#balance").inner_text() == "100 points available"
+    assert page.locator("#redemptions tr").nth(1).inner_text().split("\t")[1:] == ["Cookie", "40", "Captured", code]
