@@ -44,6 +44,14 @@ class Program(models.Model):
                   "event_too_old, and kept: a late event cannot earn in a period already closed, nor use a "
                   "past day's caps. Empty: any age (to import history, say).",
     )
+    event_retention_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Processed and rejected events are deleted this many days after they were received (nightly; "
+                  "failed ones and those still waiting are kept). Past that, the same event id sent again is "
+                  "processed as a new event, and a refund of a purchase deleted by then is rejected as unknown: "
+                  "keep events longer than partners may resend them and than refunds are accepted. "
+                  "Empty: kept for ever.",
+    )
     rules_version = models.PositiveIntegerField(
         default=0, editable=False, help_text="Bumped by every change to the earning rules; caches follow it."
     )
@@ -59,6 +67,10 @@ class Program(models.Model):
             models.CheckConstraint(
                 condition=models.Q(event_max_age_days__isnull=True) | models.Q(event_max_age_days__gt=0),
                 name="program_event_max_age_days_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(event_retention_days__isnull=True) | models.Q(event_retention_days__gt=0),
+                name="program_event_retention_days_positive",
             ),
         ]
 

@@ -30,6 +30,7 @@ app.conf.beat_schedule = {
     "campaigns-void-expired-redemptions": {"task": "campaigns.tasks.void_expired_redemptions", "schedule": 30.0},
     "api-clean-idempotency-records": {"task": "loyalty.tasks.clean_idempotency_records", "schedule": 3600.0},
     "rules-sweep-events": {"task": "rules.tasks.sweep_events", "schedule": 30.0},
+    "rules-prune-events": {"task": "rules.tasks.prune_events", "schedule": crontab(hour=3, minute=30)},
     "ledger-audit": {"task": "ledger.tasks.audit", "schedule": crontab(hour=2, minute=0)},
     "webhooks-deliver-due": {"task": "webhooks.tasks.deliver_due", "schedule": 10.0, "options": {"expires": 10}},
     "webhooks-points-expiring": {"task": "webhooks.tasks.emit_points_expiring", "schedule": crontab(hour=0, minute=30)},

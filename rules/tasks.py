@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from rules import pipeline
+from rules import pipeline, retention
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -13,3 +13,8 @@ def process_events(event_ids: list[int]) -> int:
 @shared_task
 def sweep_events() -> int:
     return pipeline.events_sweep()
+
+
+@shared_task
+def prune_events() -> int:
+    return retention.events_prune()

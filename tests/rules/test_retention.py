@@ -1,0 +1,63 @@
+"""Inbound events are kept for the program's event_retention_days, then deleted nightly."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from accounts.models import Program
+from loyalty.celery import app
+from rules import tasks
+from rules.models import InboundEvent
+from rules.retention import events_prune
+from tests.rules.fixtures_rules import purchase
+
+pytestmark = pytest.mark.django_db
+
+
+def _event(program, name, status, days_ago, now):
+    return InboundEvent.objects.create(program=program, event_id=name, payload={"event_id": name}, status=status,
+                                       received_at=now - dt.timedelta(days=days_ago))
+
+
+def test_final_events_older_than_the_programs_retention_go_and_nothing_else(make_program):
+    now = timezone.now()
+    kept_30, kept_100, for_ever = (make_program(event_retention_days=30), make_program(event_retention_days=100),
+                                   make_program())
+    for program in (kept_30, kept_100, for_ever):
+        for status in ("processed", "rejected", "failed", "received"):
+            _event(program, f"{status}-old", status, 31, now)
+            _event(program, f"{status}-new", status, 29, now)
+    assert events_prune(now=now, batch_size=1) == 2  # one at a time, as many batches as it takes
+    left = {(event.program_id, event.event_id) for event in InboundEvent.objects.all()}
+    gone = {(kept_30.pk, "processed-old"), (kept_30.pk, "rejected-old")}
+    assert not gone & left
+    assert len(left) == 3 * 8 - 2
+    assert events_prune(now=now) == 0
+
+
+def test_an_event_id_sent_again_after_its_event_is_gone_is_a_new_event(api, program, member, spend_rule):
+    first = api.post("/api/v1/events", purchase("pos-1", member.external_id, amount="10.00"), format="json")
+    assert first.status_code == 201
+    Program.objects.filter(pk=program.pk).update(event_retention_days=1)
+    assert events_prune(now=timezone.now() + dt.timedelta(days=2)) == 1
+    gone = api.get("/api/v1/events/pos-1")
+    assert gone.status_code == 404, gone.json()
+    assert (gone.json()["error"]["type"], gone.json()["error"]["code"]) == ("not_found", "resource_missing")
+    again = api.post("/api/v1/events", purchase("pos-1", member.external_id, amount="10.00"), format="json")
+    assert again.status_code == 201  # not 200 with the first result: that is gone
+    assert again.json()["balance"]["available"] == 20
+
+
+def test_retention_is_a_positive_number_of_days(program):
+    with pytest.raises(IntegrityError):
+        Program.objects.filter(pk=program.pk).update(event_retention_days=0)
+
+
+def test_beat_prunes_nightly():
+    entry = app.conf.beat_schedule["rules-prune-events"]
+    assert entry["task"] == "rules.tasks.prune_events" and entry["task"] in app.tasks
+    assert tasks.prune_events() == 0
