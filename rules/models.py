@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.models import Member, Partner, Program
+from rules.trace import TraceField
 
 BUILTIN_EVENT_TYPES = ("purchase", "refund", "signup")
 
@@ -178,7 +179,7 @@ class InboundEvent(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     error = models.JSONField(null=True, blank=True)
     awards = models.JSONField(default=list, blank=True)
-    trace = models.JSONField(default=list, blank=True)
+    trace = TraceField(default=list, blank=True)  # stored compact (rules.trace)
     points = models.IntegerField(default=0)
     # The member's balance as ``POST /api/v1/events`` answered it first: the text the API wrote (a
     # JSON string), so that the same event_id again answers the first result; null for batch events.

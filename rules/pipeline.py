@@ -28,6 +28,7 @@ from loyalty.db import out_of_range, pg_int_array, prepared_cursor, prepared_upd
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
+from rules.trace import trace_pack
 from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_clean
 
 logger = logging.getLogger(__name__)
@@ -584,7 +585,7 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
 def _bulk_mark(events: list[InboundEvent]) -> None:
     if not events:
         return
-    rows = [{"id": e.pk, "awards": e.awards, "trace": e.trace, "points": e.points} for e in events]
+    rows = [{"id": e.pk, "awards": e.awards, "trace": trace_pack(e.trace), "points": e.points} for e in events]
     with prepared_cursor() as cursor:  # the results as a parameter, not quoted into the SQL text
         cursor.execute(
             "UPDATE rules_inboundevent e SET status = 'processed', error = NULL, awards = x.awards, "
