@@ -43,8 +43,10 @@ def _member(make_member, program, external_id):
 def test_waiting_events_read_as_the_orm_reads_them(program, make_member, rules):
     member = _member(make_member, program, "w-1")
     result = pipeline.events_submit_batch(program=program, partner=None, payloads=[
-        dict(purchase("w-e1", "w-1"), occurred_at="2026-11-29T08:01:02.345678+01:00"),
-        dict(purchase("w-e2", "w-1", amount="1.05", channel="ação"), occurred_at="2026-11-29T09:00:00Z"),
+        dict(purchase("w-e1", "w-1", weight=0.1, seats=[1, 2.5e-3, -7]),
+             occurred_at="2026-11-29T08:01:02.345678+01:00"),
+        # An integer beyond 64 bits, which orjson refuses: read by the standard library instead.
+        dict(purchase("w-e2", "w-1", amount="1.05", channel="ação", ref=2**70), occurred_at="2026-11-29T09:00:00Z"),
     ])
     assert result.rejected == []
     with transaction.atomic():
@@ -57,6 +59,7 @@ def test_waiting_events_read_as_the_orm_reads_them(program, make_member, rules):
         assert seen.occurred_at == stored.occurred_at and seen.received_at == stored.received_at
         assert seen.occurred_at.tzinfo is not None and seen.occurred_at.utcoffset() == dt.timedelta(0)
         assert seen.properties == stored.payload["properties"]
+        assert type(seen.properties.get("ref", 0)) is int and type(seen.properties.get("weight", 0.0)) is float
         assert seen.program == program
         assert pipeline.member_context(seen.member, None) == pipeline.member_context(member, None)
     assert waiting[min(waiting)].occurred_at == dt.datetime(2026, 11, 29, 7, 1, 2, 345678, tzinfo=dt.UTC)
