@@ -5,7 +5,8 @@ as such, the keys are most of the bytes (about 1 kB an event with ten rules), an
 event's row crossed PostgreSQL's 2 kB threshold, so each status update compressed it too. Stored,
 each line is a list ``[rule_id, rule, outcome, points, detail]`` with the outcome as its number
 in ``OUTCOMES`` and ``points`` and ``detail`` left out while they are 0 and "" (a third of the
-bytes): what it says is unchanged, and reading gives the dicts again. Traces stored as dicts read as they are.
+bytes): what it says is unchanged, and reading gives the dicts again. Traces stored as dicts
+read as they are.
 """
 
 from __future__ import annotations
