@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from campaigns.models import Reward
 from campaigns.selectors import (
     member_redemptions,
     redemption_voucher,
@@ -70,7 +71,8 @@ def redeem(request):
         return render(request, "accounts/no_membership.html", status=404)
     token = request.POST.get("token", "")
     code = request.POST.get("reward", "")
-    if not (len(token) == 32 and token.isascii() and token.isalnum()) or not code:
+    code_field = Reward._meta.get_field("code")
+    if not (len(token) == 32 and token.isascii() and token.isalnum()) or not 0 < len(code) <= code_field.max_length:
         messages.error(request, "That form is out of date: reload the page and try again.")
         return redirect("my-points")
     if member_redemption_limit_hit(member.program, member.external_id) is not None:

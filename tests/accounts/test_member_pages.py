@@ -188,7 +188,8 @@ def test_redeeming_what_cannot_be_redeemed_says_why_and_changes_nothing(client, 
     for n, (code, message) in enumerate(cases.items()):
         response = client.post("/me/redeem/", {"reward": code, "token": f"{n}" * 32}, follow=True)
         assert _messages(response.content.decode()) == [message], code
-    for form in ({"reward": "bag"}, {"reward": "bag", "token": "short"}, {"token": token}):
+    for form in ({"reward": "bag"}, {"reward": "bag", "token": "short"}, {"token": token},
+                 {"reward": "x" * 100_000, "token": token}):  # never a reward's code: not echoed back
         response = client.post("/me/redeem/", form, follow=True)
         assert _messages(response.content.decode()) == ["That form is out of date: reload the page and try again."]
     assert not Redemption.objects.exists()
