@@ -21,8 +21,9 @@ def member_entries(member_id: int, after: str | None = None) -> QuerySet[Entry] 
     entries = Entry.objects.filter(member_id=member_id).order_by("-created_at", "-id")
     if after is None:
         return entries
+    # An id has at most 19 digits; Python would refuse to read a number of thousands.
     cursor = (entries.filter(pk=int(after)).values_list("created_at", "id").first()
-              if after.isascii() and after.isdigit() else None)
+              if after.isascii() and after.isdigit() and len(after) <= 19 else None)
     if cursor is None:
         return None
     created_at, entry_id = cursor

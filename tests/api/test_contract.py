@@ -354,6 +354,11 @@ def test_transactions_paginate_newest_first_with_starting_after(api, program, ma
     assert pages == 5
     assert seen == [str(pk) for pk in expected]
     assert len(api.get("/api/v1/members/c-1/transactions").json()["data"]) == 20
+    # Not an entry of this member's: a bad cursor, however many digits (Python refuses to read a
+    # number of more than 4,300 digits, and no id has more than 19).
+    for bad in ("0", "99999999999999999999999", "9" * 5000, "12a"):
+        response = api.get("/api/v1/members/c-1/transactions", {"starting_after": bad})
+        assert_error(response, 400, param="starting_after")
 
 
 def test_adjustment_shape_and_insufficient_points(api, program, make_member):
