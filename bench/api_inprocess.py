@@ -71,8 +71,8 @@ def request_maker(kind: str, members: int, rng: random.Random):
 
 def statements_of_one(client, make) -> list[str]:
     """The first line of each statement one request sends, commands (BEGIN, COMMIT) included."""
-    from django.db import connection
-    from psycopg import Connection
+    from django.db import DEFAULT_DB_ALIAS, connection, connections
+    from psycopg import Connection, pq
 
     seen: list[str] = []
 
@@ -86,12 +86,22 @@ def statements_of_one(client, make) -> list[str]:
         seen.append(bytes(command).decode() if isinstance(command, bytes | bytearray) else str(command))
         return original(self, command, *args, **kwargs)
 
+    backend = type(connections[DEFAULT_DB_ALIAS])
+    original_commit = backend._commit
+
+    def commit(self):  # sent through libpq (``loyalty.dbbackend.base``), not through psycopg's command
+        if self.connection is not None and self.connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            seen.append("COMMIT")
+        return original_commit(self)
+
     Connection._exec_command = command
+    backend._commit = commit
     try:
         with connection.execute_wrapper(wrapper):
             send(client, make)
     finally:
         Connection._exec_command = original
+        backend._commit = original_commit
     return seen
 
 

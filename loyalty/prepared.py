@@ -9,11 +9,15 @@ adapters on the connection, so values come back as a psycopg cursor gives them. 
 check, thread check, broken-transaction check and error wrapping apply, and the query metrics count
 each statement.
 
+A transaction Django opened (``atomic``) and psycopg has yet to begin is begun here with psycopg's
+own ``BEGIN``, through libpq too; psycopg then sees it open and sends none of its own. Its commit
+goes through libpq as well (``loyalty.dbbackend.base``).
+
 A statement runs through a psycopg server-binding cursor instead, with the same results, where
 only a cursor does what is expected: queries logged or wrapped (``DEBUG``, the tests' query counts),
 prepared statements off (``DB_PREPARED_STATEMENTS=0``, for a pooler that cannot keep them), or a
-transaction that psycopg has yet to open (it sends ``BEGIN`` before a cursor's first statement;
-once it is open, statements go straight through again).
+transaction to begin with options (an isolation level, read-only or deferrable: psycopg's cursor
+begins it with them).
 """
 
 from __future__ import annotations
@@ -141,10 +145,15 @@ class PreparedCursor:
         else:
             values = [params[name] for name in statement.names]
         db.validate_no_broken_transaction()
+        pgconn = conn.pgconn
+        if not conn.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            # Django opened a transaction that psycopg would begin with its first statement: begun
+            # here with psycopg's own command, and psycopg, seeing it open, sends no BEGIN of its own.
+            with db.wrap_database_errors:
+                check_result(conn, pgconn.exec_(b"BEGIN"))
         with db.wrap_database_errors, direct.measured:
-            pgconn = conn.pgconn
             if statement.name not in direct.prepared:
-                _check(conn, pgconn.prepare(statement.name, statement.query))
+                check_result(conn, pgconn.prepare(statement.name, statement.query))
                 direct.prepared.add(statement.name)
             transformer = direct.transformer
             dumped = transformer.dump_sequence(values, statement.formats)
@@ -154,10 +163,10 @@ class PreparedCursor:
                 # again, and outside a transaction run again; inside one the error stands.
                 direct.prepared.clear()
                 if conn.autocommit:
-                    _check(conn, pgconn.prepare(statement.name, statement.query))
+                    check_result(conn, pgconn.prepare(statement.name, statement.query))
                     direct.prepared.add(statement.name)
                     result = pgconn.exec_prepared(statement.name, dumped)
-            _check(conn, result)
+            check_result(conn, result)
             tuples = result.command_tuples
             self.rowcount = -1 if tuples is None else tuples
             if result.nfields:
@@ -194,12 +203,24 @@ def _direct(db, conn) -> _Direct | None:
     """The connection's direct path, or None where a cursor must run the statement."""
     if db.queries_logged or db.execute_wrappers or conn.prepare_threshold is None:
         return None
-    if not conn.autocommit and conn.pgconn.transaction_status != pq.TransactionStatus.INTRANS:
-        return None  # psycopg's cursor opens the transaction (``BEGIN``) with its first statement
+    if not conn.autocommit and not _in_or_plainly_begun(conn):
+        return None  # psycopg's cursor opens the transaction (``BEGIN ...``) with its first statement
     direct = getattr(db, "_loyalty_direct", None)
     if direct is None or direct.conn is not conn:
         direct = db._loyalty_direct = _Direct(db, conn)
     return direct
+
+
+def _in_or_plainly_begun(conn) -> bool:
+    """Whether the transaction Django opened on ``conn`` is open, or may be begun with a bare
+    ``BEGIN`` (psycopg's own command when no isolation level, read-only or deferrable mode is set,
+    and neither a pipeline nor a two-phase transaction is in use)."""
+    status = conn.pgconn.transaction_status
+    if status == pq.TransactionStatus.INTRANS:
+        return True
+    return (status == pq.TransactionStatus.IDLE and conn.isolation_level is None and conn.read_only is None
+            and conn.deferrable is None and getattr(conn, "_pipeline", None) is None
+            and getattr(conn, "_tpc", None) is None)
 
 
 def _cursor_of(db):
@@ -226,7 +247,7 @@ def forget_prepared(db) -> None:
     db.__dict__.pop("_loyalty_direct", None)
 
 
-def _check(conn, result) -> None:
+def check_result(conn, result) -> None:
     """Raise what psycopg raises for a failed statement: the server's error, or the connection's."""
     if result.status in _OK:
         return

@@ -10,6 +10,8 @@ is checked as before. What that costs: a connection that breaks within that seco
 restarted, the backend was killed) fails the request that finds it, as it would with health checks
 off, and Django then drops it at the end of that request.
 
+``COMMIT`` goes straight to libpq, as ``loyalty.prepared`` sends the ``BEGIN`` (see there).
+
 psycopg forgets every statement it prepared on a connection at each ``ROLLBACK`` and ``ROLLBACK TO
 SAVEPOINT`` (and sends ``DEALLOCATE ALL``), in case the transaction created an object a statement
 was prepared against. Every refused request rolls back (a redemption over the balance, a reward out
@@ -37,7 +39,7 @@ from psycopg import pq
 
 from loyalty.dbbackend.adapters import with_utc_loader
 from loyalty.dbbackend.metrics import exporting_cursor
-from loyalty.prepared import forget_prepared
+from loyalty.prepared import check_result, forget_prepared
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -73,6 +75,19 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def connect(self):
         self.answered_at = float("-inf")
         super().connect()
+
+    def _commit(self):
+        # Through libpq, as ``loyalty.prepared`` begins the transaction: psycopg's own commit waits
+        # for the answer through its generator, about twice the CPU of the round trip. A commit the
+        # server refuses (a deferred constraint) raises what psycopg's would.
+        connection = self.connection
+        if (connection is None or connection.closed or getattr(connection, "_num_transactions", 0)
+                or getattr(connection, "_tpc", None) is not None or getattr(connection, "_pipeline", None) is not None):
+            return super()._commit()
+        if connection.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            return  # nothing to commit: no round trip (as psycopg's own commit)
+        with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
+            check_result(connection, connection.pgconn.exec_(b"COMMIT"))
 
     def _rollback(self):
         if not self._rollback_past_prepared_cache(b"ROLLBACK"):

@@ -11,6 +11,7 @@ import pytest
 from django.db import OperationalError, ProgrammingError, close_old_connections, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
+from psycopg import pq
 
 from loyalty.db import transient
 from loyalty.prepared import prepared_cursor
@@ -103,9 +104,11 @@ def test_inside_a_transaction_it_runs_in_that_transaction():
     fetch_prepared("SELECT 1", [])
     before = prepared_here()
     with transaction.atomic():
-        # The transaction's first statement: psycopg's cursor sends BEGIN with it.
+        # The transaction's first statement: begun with BEGIN through libpq, then straight through.
+        assert connection.connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
         assert fetch_prepared("SELECT %s::int", [3]) == [(3,)]
-        assert prepared_here() == before
+        assert connection.connection.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+        assert len(prepared_here() - before) == 1
         with connection.cursor() as cursor:
             cursor.execute("CREATE TEMPORARY TABLE fetched (v int) ON COMMIT DROP")
         with prepared_cursor() as cursor:  # the transaction is open: straight through libpq
@@ -117,11 +120,54 @@ def test_inside_a_transaction_it_runs_in_that_transaction():
             assert cursor.fetchone() == (18,)
             assert cursor.fetchall() == [(19,)]
             assert cursor.fetchone() is None
-        assert len(prepared_here() - before) == 2
+        assert len(prepared_here() - before) == 3
         transaction.set_rollback(True)
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('pg_temp.fetched')")
         assert cursor.fetchone() == (None,)  # rolled back with the transaction
+
+
+def test_a_transaction_is_committed_through_libpq_and_a_refused_commit_raises():
+    from django.db import IntegrityError
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE parent (id int PRIMARY KEY)")
+        cursor.execute("CREATE TEMPORARY TABLE child (parent int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)")
+    try:
+        with transaction.atomic():
+            with prepared_cursor() as cursor:
+                cursor.execute("INSERT INTO parent VALUES (%s::int)", [1])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM parent")
+            assert cursor.fetchone() == (1,)
+        assert connection.connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        # A deferred foreign key is checked at COMMIT: the commit fails, and nothing of it stays.
+        with pytest.raises(IntegrityError, match="foreign key"), transaction.atomic():
+            with prepared_cursor() as cursor:
+                cursor.execute("INSERT INTO parent VALUES (%s::int)", [2])
+                cursor.execute("INSERT INTO child VALUES (%s::int)", [99])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child)")
+            assert cursor.fetchone() == (1, 0)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE child, parent")
+
+
+def test_a_transaction_with_an_isolation_level_is_begun_by_psycopg_with_it():
+    from psycopg import IsolationLevel
+
+    connection.ensure_connection()
+    connection.connection.isolation_level = IsolationLevel.SERIALIZABLE
+    try:
+        with transaction.atomic():
+            assert fetch_prepared("SELECT current_setting(%s::text)", ["transaction_isolation"]) == [
+                ("serializable",)]
+            with connection.cursor() as cursor:  # and later statements run in that transaction
+                cursor.execute("SHOW transaction_isolation")
+                assert cursor.fetchone() == ("serializable",)
+    finally:
+        connection.connection.isolation_level = None
 
 
 def test_a_failed_statement_in_a_transaction_breaks_it_as_a_cursor_does():
