@@ -16,16 +16,26 @@ logger = logging.getLogger(__name__)
 _PRUNABLE = (InboundEvent.Status.PROCESSED, InboundEvent.Status.REJECTED)
 
 
+def _past_retention(now: dt.datetime):
+    """(program, days kept, its events past them) for each program that keeps events for a time."""
+    for program in Program.objects.filter(event_retention_days__isnull=False).order_by("slug"):
+        days = program.event_retention_days
+        yield program, days, InboundEvent.objects.filter(
+            program_id=program.pk, received_at__lt=now - dt.timedelta(days=days), status__in=_PRUNABLE)
+
+
+def events_prunable(*, now: dt.datetime | None = None) -> list[tuple[Program, int, int]]:
+    """(program, days kept, events the next prune deletes) for each program that keeps events for a time."""
+    return [(program, days, old.count()) for program, days, old in _past_retention(now or timezone.now())]
+
+
 def events_prune(*, now: dt.datetime | None = None, batch_size: int = 5000) -> int:
     """Beat, nightly: delete the processed and rejected events received longer ago than their
     program keeps them, a batch at a time (each its own transaction, oldest first, found through
     the ``event_recent`` index). Returns the events deleted."""
-    now = now or timezone.now()
     deleted = 0
-    for program_id, days in (Program.objects.filter(event_retention_days__isnull=False)
-                             .values_list("id", "event_retention_days")):
-        old = InboundEvent.objects.filter(program_id=program_id, received_at__lt=now - dt.timedelta(days=days),
-                                          status__in=_PRUNABLE)
+    for program, days, old in _past_retention(now or timezone.now()):
+        program_id = program.pk
         while ids := list(old.order_by("received_at").values_list("id", flat=True)[:batch_size]):
             count = InboundEvent.objects.filter(id__in=ids).delete()[0]
             deleted += count

@@ -61,3 +61,26 @@ def test_beat_prunes_nightly():
     entry = app.conf.beat_schedule["rules-prune-events"]
     assert entry["task"] == "rules.tasks.prune_events" and entry["task"] in app.tasks
     assert tasks.prune_events() == 0
+
+
+def test_the_command_counts_then_deletes(make_program):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    def run(*args) -> str:
+        out = StringIO()
+        call_command("events_prune", *args, stdout=out)
+        return out.getvalue()
+
+    assert run("--dry-run") == "No program sets event_retention_days: every event is kept.\n"
+    now = timezone.now()
+    program = make_program(slug="kept-week", event_retention_days=7)
+    make_program(slug="kept-year", event_retention_days=365)
+    for n, days_ago in enumerate((8, 9, 1)):
+        _event(program, f"e-{n}", "processed", days_ago, now)
+    assert run("--dry-run") == ("kept-week: kept 7 days; 2 events older\nkept-year: kept 365 days; 0 events older\n"
+                                "2 events would be deleted (dry run)\n")
+    assert InboundEvent.objects.count() == 3
+    assert run().endswith("2 events deleted\n")
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["e-2"]
