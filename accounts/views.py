@@ -16,7 +16,6 @@ from campaigns.selectors import (
     member_redemptions,
     redemption_voucher,
     reward_available,
-    reward_in_window,
     rewards_with_free_codes,
 )
 from campaigns.services import redemption_create
@@ -41,7 +40,7 @@ def my_points(request):
         {"reward": reward, "available": reward_available(reward, now),
          "needed": max(reward.cost - balance["available"], 0)}
         for reward in rewards_with_free_codes(member.program_id).filter(is_active=True).order_by("cost", "code")
-        if reward_in_window(reward, now)
+        if reward.in_window(now)
     ]
     redemptions = [{"redemption": redemption, "voucher": redemption_voucher(redemption)}
                    for redemption in member_redemptions(member.pk, REDEMPTIONS_SHOWN)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 from django.db import models
@@ -45,6 +46,11 @@ class Reward(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def in_window(self, now: dt.datetime) -> bool:
+        """Whether ``now`` falls in the reward's active window (either end may be open)."""
+        return (self.active_from is None or self.active_from <= now) and (
+            self.active_until is None or now < self.active_until)
 
 
 class VoucherCode(models.Model):

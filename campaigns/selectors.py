@@ -15,11 +15,6 @@ def rewards_with_free_codes(program_id: int) -> QuerySet[Reward]:
         free_codes=Count("codes", filter=Q(codes__redemption__isnull=True)))
 
 
-def reward_in_window(reward: Reward, now: dt.datetime) -> bool:
-    return (reward.active_from is None or reward.active_from <= now) and (
-        reward.active_until is None or now < reward.active_until)
-
-
 def reward_stock(reward: Reward) -> int | None:
     """Units left (None: unlimited); a pool reward's are its free codes (``rewards_with_free_codes``)."""
     return reward.free_codes if reward.vouchers == Reward.Vouchers.POOL else reward.stock
@@ -28,7 +23,7 @@ def reward_stock(reward: Reward) -> int | None:
 def reward_available(reward: Reward, now: dt.datetime) -> bool:
     """Whether the reward can be redeemed now: active, in its window and in stock."""
     stock = reward_stock(reward)
-    return reward.is_active and reward_in_window(reward, now) and (stock is None or stock > 0)
+    return reward.is_active and reward.in_window(now) and (stock is None or stock > 0)
 
 
 def redemption_voucher(redemption: Redemption) -> str | None:

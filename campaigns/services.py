@@ -71,9 +71,7 @@ def voucher_generate() -> str:
 
 
 def _check_reward(reward: Reward, member: Member, quantity: int, now: dt.datetime) -> None:
-    if not reward.is_active or (reward.active_from and now < reward.active_from) or (
-        reward.active_until and now >= reward.active_until
-    ):
+    if not reward.is_active or not reward.in_window(now):
         raise RewardUnavailable(f"The reward {reward.code!r} is not available now.", param="reward")
     if reward.per_member_limit is not None:
         # Captured ones, and holds still in time: a hold past its timeout can no longer be captured,
