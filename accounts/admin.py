@@ -15,7 +15,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -31,6 +30,7 @@ from ledger.models import Balance, Entry, Lot
 from ledger.services import points_adjust
 from loyalty.admin_lists import LargeListAdmin
 from loyalty.errors import DomainError
+from rules.selectors import events_by_status
 
 # Keys here belong to a partner; the library's own partner-less APIKey would only confuse.
 if admin.site.is_registered(APIKey):
@@ -71,8 +71,6 @@ class ProgramAdmin(admin.ModelAdmin):
     def health_view(self, request, object_id):
         """The program's health: liability, lifetime breakage and burn, earn and burn by day, and
         the events of the last 24 hours by status (``ledger.health``)."""
-        from rules.models import InboundEvent
-
         program = self.get_object(request, unquote(object_id))
         if program is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
@@ -81,13 +79,10 @@ class ProgramAdmin(admin.ModelAdmin):
         now = timezone.now()
         liability, lifetime = health.program_liability_and_lifetime(program.pk, now)
         days = health.program_days(program.pk, now, days=HEALTH_DAYS)
-        since = now - dt.timedelta(hours=24)
-        by_status = dict(InboundEvent.objects.filter(program_id=program.pk, received_at__gte=since)
-                         .values_list("status").annotate(n=Count("id")).order_by())
         inbox = reverse("admin:rules_inboundevent_changelist")
-        events = [{"status": status, "count": by_status.get(status, 0),
+        events = [{"status": status, "count": count,
                    "url": f"{inbox}?program__id__exact={program.pk}&status__exact={status}"}
-                  for status in InboundEvent.Status.values]
+                  for status, count in events_by_status(program.pk, now - dt.timedelta(hours=24)).items()]
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "original": program,
             "title": f"Health: {program}", "now": now, "liability": liability, "lifetime": lifetime,
