@@ -7,6 +7,8 @@ benchmarks' 10 rules and members funded with points:
 * ``events``: ``POST /api/v1/events``, one purchase each (``bench._server.purchase_event``);
 * ``points``: ``POST /api/v1/redemptions`` of 1 to 50 points, with an ``Idempotency-Key``;
 * ``coffee``: ``POST /api/v1/redemptions`` of a reward with generated voucher codes, with a key;
+* ``short``: ``POST /api/v1/redemptions`` of more points than the member has, with a key: refused,
+  422 ``insufficient_points`` (most answers of ``bench.api_redemptions`` once its members run dry);
 * ``balance``: ``GET /api/v1/members/{id}/balance`` (the read of ``bench.api_balance``);
 * ``healthz``: ``GET /healthz``, the bare JSON endpoint ``bench.api_balance`` compares it with.
 
@@ -46,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as c  # noqa: E402
 
-KINDS = ("events", "points", "coffee", "balance", "healthz")
+KINDS = ("events", "points", "coffee", "short", "balance", "healthz")
 
 
 def request_maker(kind: str, members: int, rng: random.Random):
@@ -63,7 +65,8 @@ def request_maker(kind: str, members: int, rng: random.Random):
         if kind == "events":
             return "/api/v1/events", purchase_event(f"ip-{uuid.uuid4().hex}", rng, members, now), {}
         body = {"member_id": member_external_id(rng.randint(1, members))}
-        body.update({"reward": "coffee"} if kind == "coffee" else {"points": rng.randint(1, 50)})
+        body.update({"reward": "coffee"} if kind == "coffee" else
+                    {"points": 10**9} if kind == "short" else {"points": rng.randint(1, 50)})
         return "/api/v1/redemptions", body, {"HTTP_IDEMPOTENCY_KEY": uuid.uuid4().hex}
 
     return make
@@ -150,7 +153,8 @@ def send(client, make) -> None:
         response = client.get(path, **headers)
     else:
         response = client.post(path, data=json.dumps(body), content_type="application/json", **headers)
-    if response.status_code not in (200, 201):
+    if response.status_code not in (200, 201) and not (
+            response.status_code == 422 and b'"insufficient_points"' in response.content):
         raise SystemExit(f"{path} answered {response.status_code}: {response.content[:300]!r}")
 
 

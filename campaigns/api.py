@@ -20,6 +20,7 @@ from loyalty.api.idempotency import IdempotentMixin
 from loyalty.api.pagination import LIST_PARAMS, after_id, page, page_limit
 from loyalty.api.ratelimit import member_redemption_limit_hit
 from loyalty.api.strict import StrictBooleanField, StrictIntegerField, StrictQueryMixin, StrictSerializer
+from loyalty.errors import DomainError
 
 
 class RewardOut(serializers.Serializer):
@@ -125,12 +126,24 @@ class RedemptionCreateView(IdempotentMixin, StrictQueryMixin, APIView):
             raise Throttled(wait=wait, detail="Too many redemptions for this member; try again shortly.")
         # The member and the reward are found under the member's lock, by the statements that
         # lock and read them (404 for either, the member first).
-        redemption = services.redemption_create(
-            program=program, member_external_id=values["member_id"], reward_code=values.get("reward"),
-            quantity=values["quantity"], points=values.get("points"), description=values["description"],
-            capture=values["capture"], key=self.operation_key(request) or f"api-redeem:{uuid.uuid4()}",
-        )
-        return Response(redemption_output(redemption), status=status.HTTP_201_CREATED)
+        answered: list[Response] = []  # the answer, made and stored in the redemption's transaction
+
+        def answer(outcome):
+            response = (self.handle_exception(outcome) if isinstance(outcome, Exception)
+                        else Response(redemption_output(outcome), status=status.HTTP_201_CREATED))
+            answered.append(self.respond_in_transaction(request, response))
+
+        try:
+            services.redemption_create(
+                program=program, member_external_id=values["member_id"], reward_code=values.get("reward"),
+                quantity=values["quantity"], points=values.get("points"), description=values["description"],
+                capture=values["capture"], key=self.operation_key(request) or f"api-redeem:{uuid.uuid4()}",
+                before_commit=answer,
+            )
+        except DomainError:
+            if not answered:  # refused after something was written: rolled back, answered as any error
+                raise
+        return answered[0]
 
 
 class RedemptionDetailView(StrictQueryMixin, APIView):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 
 from django.db import connection, transaction
 from django.db.models import Q, Sum
@@ -219,6 +220,7 @@ def redemption_create(
     *, key: str, member: Member | None = None, program: Program | None = None, member_external_id: str = "",
     reward: Reward | None = None, reward_code: str | None = None, quantity: int = 1, points: int | None = None,
     description: str = "", capture: bool = True, now: dt.datetime | None = None,
+    before_commit: Callable[[Redemption | DomainError], object] | None = None,
 ) -> Redemption:
     """Redeem a reward (``quantity`` x its cost) or a number of ``points``; captured at once,
     or held (``capture=False``) until captured, voided or timed out. A new redemption carries
@@ -226,62 +228,96 @@ def redemption_create(
 
     The member is ``member``, or the ``program``'s member ``member_external_id``, found by the
     statement that locks it (``MemberNotFound``); the reward is ``reward``, or the program's reward
-    ``reward_code`` (``RewardNotFound``), read once the member is locked, as it is then."""
+    ``reward_code`` (``RewardNotFound``), read once the member is locked, as it is then.
+
+    ``before_commit``, if given, is called last in the redemption's transaction with its outcome:
+    the redemption (new, or the one ``key`` made before), or the refusal (a ``DomainError``) found
+    before anything was written, which is raised once the transaction is over. What it writes
+    commits with the outcome. A refusal found later (no stock left) rolls back without calling it."""
     now = now or timezone.now()
     if (reward is None and reward_code is None) == (points is None):
         raise InvalidRedemption("Give either a reward or a number of points.", param="reward")
     if quantity < 1:
         raise InvalidRedemption("quantity must be at least 1.", param="quantity")
     with transaction.atomic(durable=True):
-        member, balance, earlier = _lock(member, program, member_external_id, key, now)
-        if reward_code is not None:  # as it is now
-            reward = prepared_get(Reward, "program_id = %s::bigint AND code = %s::text",
-                                  [member.program_id, reward_code])
-            if reward is None:
-                raise RewardNotFound(f"No reward {reward_code!r}.", param="reward")
-        existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
-        if existing is not None:
-            _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points,
-                                capture=capture)
-            return existing
-        if member.status != Member.Status.ACTIVE:
-            raise MemberInactive(member_inactive_message(member), param="member_id")
-        if reward is not None:
-            if reward_code is None:
-                reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now
-                if reward is None:
-                    raise RewardNotFound("The reward no longer exists.", param="reward")
-            _check_reward(reward, member, quantity, now)
-            points = reward.cost * quantity
-            _take_stock(reward, quantity, now)
-        if earlier is None:  # a new key: too few points is refused before spending, not rolled back after
-            ledger.check_spendable(balance, points)
-        redemption = Redemption(
-            program_id=member.program_id, member=member, reward=reward, quantity=quantity, points=points,
-            description=description or (reward.name if reward else "Points redeemed"), created_at=now,
-        )
-        source = Source("redemption", redemption.public_id)
-        if capture:
-            # No savepoint: any error here rolls the whole redemption back.
-            redemption.operation = ledger.points_redeem(
-                member=member, points=points, key=key, description=redemption.description, source=source, now=now,
-                savepoint=False, locked=balance,
-            )
-            redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
+        try:
+            checked = _redemption_checked(member, program, member_external_id, reward, reward_code, quantity, points,
+                                          capture, key, now)
+        except DomainError as refusal:
+            # Nothing written (the lock may have settled the member's due lots, which stands):
+            # the transaction ends with a commit, carrying what ``before_commit`` writes. Nothing
+            # in it needs to wait for the disk: lost in a crash, due lots are settled again and
+            # a stored answer means the request runs again.
+            connection.run_with_commit(b"SET LOCAL synchronous_commit TO off;")
+            outcome = refusal
         else:
-            hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
-                                      source=source, now=now, savepoint=False, locked=balance)
-            redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
-        # Written with the row: a captured redemption's codes, and a pool's reserved for a hold.
-        with_codes = capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL)
-        codes, pool_ids = _vouchers_choose(reward, quantity, now) if with_codes else ([], [])
-        redemption.voucher_code = ",".join(codes)
-        prepared_insert(redemption)
-        _vouchers_give(redemption, codes, pool_ids, now)
-        if capture:
-            _notify(redemption, "reward.redeemed", now)
-        # Read under the member's lock: the balance this redemption left, not a later one's.
-        redemption.balance_after = balance_read(member)
+            outcome = checked if isinstance(checked, Redemption) else _redemption_write(
+                *checked, quantity=quantity, description=description, capture=capture, key=key, now=now)
+        if before_commit is not None:
+            before_commit(outcome)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+def _redemption_checked(member, program, member_external_id, reward, reward_code, quantity, points, capture, key,
+                        now) -> Redemption | tuple[Member, Balance, Reward | None, int]:
+    """The member locked and the redemption checked, nothing written: the redemption ``key`` made
+    before, or what ``_redemption_write`` needs (the member, its balance, the reward, the points);
+    a ``DomainError`` if it is refused."""
+    member, balance, earlier = _lock(member, program, member_external_id, key, now)
+    if reward_code is not None:  # as it is now
+        reward = prepared_get(Reward, "program_id = %s::bigint AND code = %s::text", [member.program_id, reward_code])
+        if reward is None:
+            raise RewardNotFound(f"No reward {reward_code!r}.", param="reward")
+    existing = Redemption.objects.filter(operation_id=earlier).first() if earlier is not None else None
+    if existing is not None:
+        _check_same_request(existing, member=member, reward=reward, quantity=quantity, points=points, capture=capture)
+        return existing
+    if member.status != Member.Status.ACTIVE:
+        raise MemberInactive(member_inactive_message(member), param="member_id")
+    if reward is not None:
+        if reward_code is None:
+            reward = prepared_get(Reward, "id = %s::bigint", [reward.pk])  # as it is now
+            if reward is None:
+                raise RewardNotFound("The reward no longer exists.", param="reward")
+        _check_reward(reward, member, quantity, now)
+        points = reward.cost * quantity
+    if earlier is None:  # a new key: too few points is refused before spending, not rolled back after
+        ledger.check_spendable(balance, points)
+    return member, balance, reward, points
+
+
+def _redemption_write(member: Member, balance: Balance, reward: Reward | None, points: int, *,
+                      quantity: int, description: str, capture: bool, key: str, now: dt.datetime) -> Redemption:
+    if reward is not None:
+        _take_stock(reward, quantity, now)
+    redemption = Redemption(
+        program_id=member.program_id, member=member, reward=reward, quantity=quantity, points=points,
+        description=description or (reward.name if reward else "Points redeemed"), created_at=now,
+    )
+    source = Source("redemption", redemption.public_id)
+    if capture:
+        # No savepoint: any error here rolls the whole redemption back.
+        redemption.operation = ledger.points_redeem(
+            member=member, points=points, key=key, description=redemption.description, source=source, now=now,
+            savepoint=False, locked=balance,
+        )
+        redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
+    else:
+        hold = ledger.points_hold(member=member, points=points, key=key, description=redemption.description,
+                                  source=source, now=now, savepoint=False, locked=balance)
+        redemption.operation, redemption.hold, redemption.status = hold.operation, hold, Redemption.Status.HELD
+    # Written with the row: a captured redemption's codes, and a pool's reserved for a hold.
+    with_codes = capture or (reward is not None and reward.vouchers == Reward.Vouchers.POOL)
+    codes, pool_ids = _vouchers_choose(reward, quantity, now) if with_codes else ([], [])
+    redemption.voucher_code = ",".join(codes)
+    prepared_insert(redemption)
+    _vouchers_give(redemption, codes, pool_ids, now)
+    if capture:
+        _notify(redemption, "reward.redeemed", now)
+    # Read under the member's lock: the balance this redemption left, not a later one's.
+    redemption.balance_after = balance_read(member)
     return redemption
 
 

@@ -1,7 +1,8 @@
 """``Idempotency-Key`` for every POST of the partner API.
 
 The first request with a key claims it (a row committed at once, so a concurrent twin sees
-it and gets 409 ``idempotency_key_in_use``); its response is stored when it is done and
+it and gets 409 ``idempotency_key_in_use``); its response is stored when it is done (by a view
+whose change is one transaction, in that transaction: ``IdempotentMixin.respond_in_transaction``) and
 replayed, with ``Idempotent-Replayed: true``, for the same key and the same body. The same
 key with another body is 422 ``idempotency_key_reused``. Responses of 5xx and 429 are not
 stored: the key is freed so the request can be retried. A claim whose request died (no response
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse
 from django.utils import timezone
+from psycopg import pq
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 
@@ -79,6 +81,13 @@ DELETE FROM loyalty_idempotencyrecord USING async_commit WHERE id = %(id)s::bigi
 """
 
 
+def _done_with_commit(record_id: int, status: int, body: str | None) -> None:
+    """``_DONE_SQL`` carried by the open transaction's commit (``DatabaseWrapper.run_with_commit``)."""
+    text = pq.Escaping(connection.connection.pgconn).escape_literal(body.encode()) if body is not None else b"NULL"
+    connection.run_with_commit(b"UPDATE loyalty_idempotencyrecord SET state = 'done', response_status = %d, "
+                               b"response_body = to_jsonb(%s::text) WHERE id = %d;" % (status, text, record_id))
+
+
 def _bookkeep(sql: str, params: dict) -> tuple | None:
     """Run one bookkeeping statement in a transaction of its own; its first row, if any."""
     if connection.in_atomic_block:
@@ -135,7 +144,7 @@ class IdempotentMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        self._idempotency_record = None
+        self._idempotency_record = self._idempotency_stored = None
         key = request.headers.get(HEADER)
         if request.method != "POST" or key is None:
             return
@@ -154,6 +163,22 @@ class IdempotentMixin:
             return None
         return f"idem:{hashlib.sha256(f'{request.user.pk}:{key}'.encode()).hexdigest()}{suffix}"
 
+    def respond_in_transaction(self, request, response: Response) -> Response:
+        """For a view whose change is one transaction: called in that transaction with the response
+        the change gets, it renders the response and stores it for the request's key in the same
+        commit (no round trip of its own). The view then answers with this response; should the
+        transaction roll back, the response the request gets instead is stored as usual."""
+        record = getattr(self, "_idempotency_record", None)
+        if record is None:
+            return response
+        response.accepted_renderer = request.accepted_renderer
+        response.accepted_media_type = request.accepted_media_type
+        response.renderer_context = self.get_renderer_context()
+        response.render()
+        _done_with_commit(record.pk, response.status_code, response.content.decode() if response.content else None)
+        self._idempotency_stored = response
+        return response
+
     def handle_exception(self, exc):
         if isinstance(exc, _Replay):
             return exc.response
@@ -162,7 +187,7 @@ class IdempotentMixin:
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         record = getattr(self, "_idempotency_record", None)
-        if record is not None:
+        if record is not None and getattr(self, "_idempotency_stored", None) is not response:
             if response.status_code >= 500 or response.status_code == 429:
                 _bookkeep(_FORGET_SQL, {"id": record.pk})
             else:

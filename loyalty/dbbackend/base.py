@@ -10,7 +10,9 @@ is checked as before. What that costs: a connection that breaks within that seco
 restarted, the backend was killed) fails the request that finds it, as it would with health checks
 off, and Django then drops it at the end of that request.
 
-``COMMIT`` goes straight to libpq, as ``loyalty.prepared`` sends the ``BEGIN`` (see there).
+``COMMIT`` goes straight to libpq, as ``loyalty.prepared`` sends the ``BEGIN`` (see there). A
+transaction may give its ``COMMIT`` statements to carry (``run_with_commit``): they run last in the
+transaction, sent with the ``COMMIT`` in one round trip.
 
 psycopg forgets every statement it prepared on a connection at each ``ROLLBACK`` and ``ROLLBACK TO
 SAVEPOINT`` (and sends ``DEALLOCATE ALL``), in case the transaction created an object a statement
@@ -34,6 +36,7 @@ import time
 from django.conf import settings
 from django.db.backends.postgresql import base as postgresql
 from django.db.backends.utils import debug_transaction
+from django.db.transaction import TransactionManagementError
 from django_prometheus.db.backends.postgresql import base
 from psycopg import pq
 
@@ -44,6 +47,22 @@ from loyalty.prepared import check_result, forget_prepared
 
 class DatabaseWrapper(base.DatabaseWrapper):
     answered_at = float("-inf")  # when a request last ran queries on this connection without a connection error
+    _with_commit: tuple[bytes, ...] = ()  # statements the open transaction's COMMIT carries
+
+    def run_with_commit(self, sql: bytes) -> None:
+        """Run ``sql`` in the open transaction, last: complete statements, each ended by a
+        semicolon, with their values written in (``psycopg.pq.Escaping.escape_literal``). In the outermost
+        ``atomic`` block they are sent with its ``COMMIT`` as one simple query, so they cost no
+        round trip of their own; if one fails, the transaction does not commit (the commit raises
+        and the transaction rolls back, as for a refused commit). Forgotten if the transaction
+        rolls back. In a nested block (a savepoint, as under a test's transaction) they run now."""
+        if not self.in_atomic_block:
+            raise TransactionManagementError("run_with_commit() needs an atomic block.")
+        if self.savepoint_ids:
+            with self.cursor() as cursor:
+                cursor.execute(sql.decode())
+            return
+        self._with_commit = (*self._with_commit, sql)
 
     def close_if_unusable_or_obsolete(self):
         # Django calls this as a request starts and as it ends. ``health_check_done`` is still set
@@ -80,19 +99,28 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # Through libpq, as ``loyalty.prepared`` begins the transaction: psycopg's own commit waits
         # for the answer through its generator, about twice the CPU of the round trip. A commit the
         # server refuses (a deferred constraint) raises what psycopg's would.
+        carried, self._with_commit = self._with_commit, ()
         connection = self.connection
         if (connection is None or connection.closed or getattr(connection, "_num_transactions", 0)
                 or getattr(connection, "_tpc", None) is not None or getattr(connection, "_pipeline", None) is not None):
+            if carried and connection is not None and not connection.closed:
+                with self.wrap_database_errors, connection.cursor() as cursor:
+                    cursor.execute(b"".join(carried).decode())
             return super()._commit()
-        if connection.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        if connection.pgconn.transaction_status == pq.TransactionStatus.IDLE and not carried:
             return  # nothing to commit: no round trip (as psycopg's own commit)
         with debug_transaction(self, "COMMIT"), self.wrap_database_errors:
-            check_result(connection, connection.pgconn.exec_(b"COMMIT"))
+            check_result(connection, connection.pgconn.exec_(b"".join((*carried, b"COMMIT"))))
 
     def _rollback(self):
+        self._with_commit = ()
         if not self._rollback_past_prepared_cache(b"ROLLBACK"):
             forget_prepared(self)  # psycopg's rollback may send DEALLOCATE ALL
             super()._rollback()
+
+    def _close(self):
+        self._with_commit = ()
+        super()._close()
 
     def _savepoint_rollback(self, sid):
         if not self._rollback_past_prepared_cache(self.ops.savepoint_rollback_sql(sid).encode()):

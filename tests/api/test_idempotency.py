@@ -453,3 +453,65 @@ def test_one_key_sent_by_many_threads_at_once_redeems_once(make_program, make_me
     assert Redemption.objects.filter(member=member).count() == 1
     assert Balance.objects.get(member=member).available == 900
     assert run_audit() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("body", [{"member_id": "c-1", "points": 40},
+                                  {"member_id": "c-1", "reward": "mug"},
+                                  {"member_id": "c-1", "points": 40, "capture": False}],
+                         ids=["points", "reward", "hold"])
+def test_a_redemption_and_its_stored_response_commit_together(make_program, make_member, body):
+    """A new redemption's response is stored by the redemption's own commit: the record is done
+    with the bytes that were sent, and a replay is those bytes."""
+    program = make_program()
+    earn(make_member(program, external_id="c-1"), 500)
+    Reward.objects.create(program=program, code="mug", name="Mug", cost=100, stock=5, vouchers="generated")
+    api = client_for(program, "POS")
+    first = post(api, "/api/v1/redemptions", body, key="together")
+    assert first.status_code == 201 and REPLAYED not in first, first.json()
+    record = IdempotencyRecord.objects.get(program=program, key="together")
+    assert (record.state, record.response_status) == ("done", 201)
+    assert record.response_body.encode() == first.content
+    replay = post(api, "/api/v1/redemptions", body, key="together")
+    assert (replay.status_code, replay.content, replay[REPLAYED]) == (201, first.content, "true")
+    assert Redemption.objects.filter(program=program).count() == 1
+    assert run_audit() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_redemption_stores_its_error_not_the_answer_it_did_not_get(make_program, make_member):
+    program = make_program()
+    earn(make_member(program, external_id="c-1"), 50)
+    api = client_for(program, "POS")
+    refused = post(api, "/api/v1/redemptions", {"member_id": "c-1", "points": 60}, key="short")
+    assert_error(refused, 422, "insufficient_points")
+    record = IdempotencyRecord.objects.get(program=program, key="short")
+    assert (record.state, record.response_status, record.response_body.encode()) == ("done", 422, refused.content)
+    assert not Redemption.objects.filter(program=program).exists()
+    assert Balance.objects.get(member__external_id="c-1", member__program=program).available == 50
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"member_id": "c-1", "reward": "mug", "quantity": 2}, 422, "insufficient_points"),
+    ({"member_id": "nobody", "points": 10}, 404, "member_not_found"),
+    ({"member_id": "c-1", "reward": "nothing"}, 404, "reward_not_found"),
+], ids=["reward-short", "member-unknown", "reward-unknown"])
+def test_a_refusal_found_before_any_write_commits_nothing_but_its_stored_answer(make_program, make_member,
+                                                                               body, status, code):
+    program = make_program()
+    earn(make_member(program, external_id="c-1"), 150)
+    Reward.objects.create(program=program, code="mug", name="Mug", cost=100, stock=5, vouchers="generated")
+    api = client_for(program, "POS")
+    before = snapshot(program)
+    refused = post(api, "/api/v1/redemptions", body, key="refused")
+    assert_error(refused, status, code)
+    record = IdempotencyRecord.objects.get(program=program, key="refused")
+    assert (record.state, record.response_status, record.response_body.encode()) == ("done", status, refused.content)
+    assert snapshot(program) == {**before, "idempotency": 1}  # only the stored answer
+    assert Reward.objects.get(program=program, code="mug").stock == 5
+    replay = post(api, "/api/v1/redemptions", body, key="refused")
+    assert (replay.status_code, replay.content, replay[REPLAYED]) == (status, refused.content, "true")
+    # The member's lock is gone with the commit: the next redemption goes through.
+    assert post(api, "/api/v1/redemptions", {"member_id": "c-1", "points": 150}, key="next").status_code == 201
+    assert run_audit() == []
