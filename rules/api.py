@@ -105,6 +105,11 @@ class EventBatchInput(StrictSerializer):
 
 
 class EventBatchView(IdempotentMixin, StrictQueryMixin, APIView):
+    def dispatch(self, request, *args, **kwargs):
+        if request.method in ("GET", "HEAD"):  # GET /api/v1/events/{event_id} of the event whose id is "batch"
+            return _event_detail(request, event_id="batch")
+        return super().dispatch(request, *args, **kwargs)
+
     @extend_schema(
         request=EventBatchInput,
         responses={202: inline_serializer("EventBatchAccepted", {
@@ -150,3 +155,6 @@ class EventDetailView(StrictQueryMixin, APIView):
         if event is None:
             raise NotFound(f"No event {event_id!r}.")
         return Response(_event_output(event))
+
+
+_event_detail = EventDetailView.as_view()

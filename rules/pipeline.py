@@ -336,21 +336,26 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
     """Validate and store a batch in bulk; valid events are processed by workers after commit.
 
     An ``event_id`` seen before is a duplicate, except that a ``rejected`` event sent again is
-    stored anew and tried again (as on the single endpoint)."""
+    stored anew and tried again (as on the single endpoint), in the same batch too: the rejected
+    copy is then kept without its id, as one whose id was taken."""
     now = timezone.now()
     schemas = custom_schemas(program)
     result = BatchResult()
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: dict[str, dict | None] = {}  # event_id -> its row if it was rejected here, else None
     cleaned: list[tuple[int, CleanEvent]] = []
     for index, payload in enumerate(payloads):
         payload, unstorable = keepable(payload)
         raw_id = payload.get("event_id") if isinstance(payload, dict) and not unstorable else None
         event_id = _event_id(payload) if not unstorable else None
         if event_id is not None and event_id in seen:
-            result.duplicates += 1
-            continue
+            rejected_row = seen[event_id]
+            if rejected_row is None:
+                result.duplicates += 1
+                continue
+            rejected_row["event_id"] = None  # sent again after its rejection: kept, without the id
         if event_id is not None:
-            seen.add(event_id)
+            seen[event_id] = None
         try:
             if unstorable:
                 raise unstorable
@@ -365,6 +370,8 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
                          "member_external_id": _text(said.get("member_id"), 255), "member_id": None,
                          "occurred_at": None, "order_id": "", "payload": payload,
                          "status": "rejected", "error": _error(exc)})
+            if event_id is not None:
+                seen[event_id] = rows[-1]
     members = Member.objects.ids_by_external_id(program.pk, {clean.member_id for _i, clean in cleaned})
     for index, clean in cleaned:
         member_id = members.get(clean.member_id)

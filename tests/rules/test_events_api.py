@@ -270,6 +270,22 @@ def test_event_detail_of_unknown_or_other_programs_event_is_404(api, other_progr
     assert InboundEvent.objects.filter(event_id="theirs").count() == 2
 
 
+def test_an_event_whose_id_is_batch_is_read_like_any_other(api, other_program_api, member, spend_rule):
+    """``/events/batch`` is also where the batch is sent: a GET there is the event "batch"."""
+    other_client, other_member = other_program_api
+    assert other_client.post("/api/v1/events", purchase("batch", other_member.external_id),
+                             format="json").status_code == 201
+    assert api.get("/api/v1/events/batch").status_code == 404  # another program's event "batch"
+    created = post(api, purchase("batch", member.external_id, amount="10.00"))
+    assert created.status_code == 201, created.json()
+    detail = api.get("/api/v1/events/batch")
+    assert detail.status_code == 200, detail.json()
+    assert (detail.json()["event_id"], detail.json()["status"]) == ("batch", "processed")
+    assert detail.json()["awards"] == created.json()["awards"]
+    assert api.get("/api/v1/events/batch?x=1").status_code == 400  # unknown query parameter, as anywhere
+    assert api.delete("/api/v1/events/batch").status_code == 405
+
+
 def test_event_of_another_programs_member_is_member_not_found(api, other_program_api):
     _other_client, other_member = other_program_api
     response = post(api, purchase("e-cross", other_member.external_id))
@@ -423,6 +439,34 @@ def test_a_rejected_event_resent_in_a_batch_is_tried_again(api, program, member,
     assert (again["accepted"], again["duplicates"], again["rejected"]) == (1, 0, [])
     events_process(list(InboundEvent.objects.filter(status="received").values_list("id", flat=True)))
     assert Balance.objects.get(member=late).available == 10
+
+
+def test_a_batch_that_sends_a_rejected_event_again_keeps_both_and_takes_the_later(api, program, member, spend_rule):
+    """A copy of an event rejected earlier in the same batch is tried again, not dropped as a
+    duplicate of an event that was never taken; the rejected copy is kept without its id."""
+    body = batch(api, {"events": [purchase("d-1", member.external_id, amount="abc"),
+                                  purchase("d-1", member.external_id, amount="10.00"),
+                                  purchase("d-1", member.external_id, amount="20.00")]}).json()
+    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    assert [(r["index"], r["event_id"], r["error"]["code"]) for r in body["rejected"]] == [
+        (0, "d-1", "invalid_properties")]
+    stored = InboundEvent.objects.get(program=program, event_id="d-1")
+    assert stored.status == "received" and stored.payload["properties"]["amount"] == "10.00"
+    kept = InboundEvent.objects.get(program=program, event_id=None)
+    assert kept.status == "rejected" and kept.payload["properties"]["amount"] == "abc"
+    events_process([stored.pk])
+    assert Balance.objects.get(member=member).available == 10
+    assert api.get("/api/v1/events/d-1").json()["status"] == "processed"
+
+
+def test_a_batch_that_sends_an_invalid_event_twice_rejects_and_keeps_both(api, program, member, spend_rule):
+    body = batch(api, {"events": [purchase("d-2", member.external_id, amount="abc"),
+                                  purchase("d-2", member.external_id, amount="-1")]}).json()
+    assert (body["accepted"], body["duplicates"]) == (0, 0)
+    assert [r["index"] for r in body["rejected"]] == [0, 1]
+    kept = {e.payload["properties"]["amount"]: e.event_id
+            for e in InboundEvent.objects.filter(program=program, status="rejected")}
+    assert kept == {"abc": None, "-1": "d-2"}  # the later copy holds the id
 
 
 def test_batch_enrolls_on_first_event(api, program, spend_rule):
