@@ -140,3 +140,15 @@ def test_a_reward_outside_its_window_is_unavailable_and_nothing_is_spent(api, pr
     assert api.get("/api/v1/members/c-1/balance").json()["available"] == 10_000
     listed = api.get("/api/v1/rewards").json()["data"]
     assert [(reward["id"], reward["available"]) for reward in listed] == [("lamp", False)]
+
+
+def test_too_few_points_is_answered_before_no_stock_and_takes_none(api, program, member):
+    Reward.objects.create(program=program, code="lamp", name="Lamp", cost=6_000, stock=1)
+    assert_error(redeem(api, quantity=2), 422, "insufficient_points", param="points")  # 12,000 > 10,000
+    assert Reward.objects.get(program=program, code="lamp").stock == 1
+    assert redeem(api).status_code == 201
+    assert_error(redeem(api), 422, "insufficient_points", param="points")  # 4,000 left, and no stock either
+    Reward.objects.filter(program=program, code="lamp").update(cost=10)
+    assert_error(redeem(api), 409, "out_of_stock", param="reward")
+    assert Reward.objects.get(program=program, code="lamp").stock == 0
+    assert run_audit() == []
