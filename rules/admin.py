@@ -294,10 +294,13 @@ class InboundEventAdmin(LargeListAdmin):
     @admin.action(description="Reprocess the selected rejected or failed events", permissions=["reprocess"])
     def reprocess(self, request, queryset):
         retryable = (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED)
-        processed = still_refused = broken = skipped = 0
+        processed = still_refused = broken = skipped = without_id = 0
         for event in queryset.order_by("pk"):
             if event.status not in retryable:
                 skipped += 1
+                continue
+            if event.event_id is None:
+                without_id += 1
                 continue
             try:
                 event = event_reprocess(event=event)
@@ -321,3 +324,7 @@ class InboundEventAdmin(LargeListAdmin):
         if skipped:
             self.message_user(request, f"{skipped} event(s) skipped: only rejected or failed events can be "
                                        "reprocessed.", messages.WARNING)
+        if without_id:
+            self.message_user(request, f"{without_id} event(s) skipped: kept without an event_id (none was sent, "
+                                       "or it belongs to another event), they can only be sent again by the "
+                                       "partner.", messages.WARNING)

@@ -176,6 +176,9 @@ class TryItForm(forms.Form):
             raise ValidationError(f"This is not valid JSON: {exc.msg} ({where}).") from None
         if not isinstance(payload, dict):
             raise ValidationError("An event is a JSON object: {...}.")
+        _kept, refused = pipeline.keepable(payload)  # what the API refuses before any rule sees it
+        if refused is not None:
+            raise ValidationError(f"{refused.message} ({refused.code})")
         return payload
 
     def clean(self):

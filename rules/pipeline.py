@@ -552,6 +552,11 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
         rules = engine.rules_for(program)
         usage = rule_usage(rules, list({event.member_id for event in group}))
         requests, increments = [], {}
+        matured = program.pending_days == 0
+        # Each member as the batch's earlier events left it: its figures moved by their earns, as
+        # the earns below will move its balance, so that a rule reading them sees what it would
+        # have seen had the events come one by one. member_id -> (context, debt).
+        members: dict[int, tuple[dict, int]] = {}
         for event in group:
             clean = CleanEvent(event.event_id, event.type, event.member_external_id, event.occurred_at,
                                event.properties)
@@ -560,10 +565,12 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
                 alone_later.append(event)
                 continue
             member_usage = usage[event.member_id]
+            context, debt = members.get(event.member_id) or _member_figures(event.member, balances.get(event.member_id))
             qualification = engine.qualify(
                 rules=rules, event=event_context(clean), program=program_context(program), now=now,
-                member=member_context(event.member, balances.get(event.member_id)), usage=member_usage,
+                member=dict(context), usage=member_usage,
             )
+            members[event.member_id] = context, _moved_by_earn(context, debt, qualification.points, matured)
             for (rule_id, period), (points, times) in engine.usage_increments(
                 rules, qualification, clean.occurred_at
             ).items():
@@ -587,6 +594,19 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
         _process_inline(waiting.program, event, now)
         done.append(event)
     return done
+
+
+def _member_figures(member: WaitingMember | None, balance) -> tuple[dict, int]:
+    return member_context(member, balance), balance.debt if balance else 0
+
+
+def _moved_by_earn(context: dict, debt: int, points: int, matured: bool) -> int:
+    """``context``'s figures moved by an earn of ``points``, as ``ledger.points_earn_many`` moves
+    the balance (the member's debt is settled first); the debt left."""
+    settle = min(debt, points)
+    context["lifetime_earned"] += points
+    context["available"] += points if matured else settle
+    return debt - settle
 
 
 def _bulk_mark(events: list[InboundEvent]) -> None:
@@ -627,8 +647,10 @@ def _process_alone(pk: int) -> int:
 
 
 def event_reprocess(*, event: InboundEvent) -> InboundEvent:
-    """Try a rejected or failed event again (the admin's "reprocess")."""
-    if event.status not in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
+    """Try a rejected or failed event again (the admin's "reprocess"). An event kept without an
+    ``event_id`` (it had none, or its id belongs to another event) is left as it is: nothing could
+    tell its second processing from its first, nor from the event that holds its id."""
+    if event.status not in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED) or event.event_id is None:
         return event
     now = timezone.now()
     with transaction.atomic(durable=True):

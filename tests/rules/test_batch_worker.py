@@ -92,3 +92,39 @@ def test_a_refund_in_a_batch_is_posted_through_its_own_path(program, make_member
     assert pipeline.events_process(waiting) == 1
     assert api.get("/api/v1/events/r-1").json()["status"] == "processed"
     assert api.get("/api/v1/members/w-r/balance").json()["available"] == 0 < earned
+
+
+@pytest.mark.parametrize("pending_days", [0, 14])
+def test_events_of_one_member_in_a_batch_see_what_the_earlier_ones_earned(program, make_member, make_rule, api,  # noqa: F811
+                                                                          pending_days):
+    """A rule reading the member's figures sees, for each event of a batch, the figures the
+    batch's earlier events left, as when the same events come one by one."""
+    from accounts.models import Program
+
+    Program.objects.filter(pk=program.pk).update(pending_days=pending_days)
+    make_rule(program, kind="spend", event_type="purchase", name="base")
+    make_rule(program, kind="event", event_type="purchase", points=50, name="second visit",
+              condition="member.lifetime_earned >= 10")
+    make_rule(program, kind="event", event_type="purchase", points=3, name="has points",
+              condition="member.available >= 10")
+    make_member(program, external_id="one-by-one")
+    make_member(program, external_id="batched")
+    amounts = ["10.00", "10.00", "5.00"]
+    for n, amount in enumerate(amounts):
+        assert api.post("/api/v1/events", purchase(f"s-{n}", "one-by-one", amount=amount),
+                        format="json").status_code == 201
+    batch = [purchase(f"b-{n}", "batched", amount=amount) for n, amount in enumerate(amounts)]
+    assert api.post("/api/v1/events/batch", {"events": batch}, format="json").status_code == 202
+    waiting = list(InboundEvent.objects.filter(status="received").values_list("id", flat=True))
+    assert pipeline.events_process(waiting) == 3
+    singly = [api.get(f"/api/v1/events/s-{n}").json() for n in range(3)]
+    batched = [api.get(f"/api/v1/events/b-{n}").json() for n in range(3)]
+    assert [e["awards"] for e in batched] == [e["awards"] for e in singly]
+    assert [e["trace"] for e in batched] == [e["trace"] for e in singly]
+    fired = [{t["rule"] for t in e["trace"] if t["outcome"] == "fired"} for e in batched]
+    assert fired[0] == {"base"} and "second visit" in fired[1]
+    assert ("has points" in fired[1]) == (pending_days == 0)
+    figures = [{k: v for k, v in api.get(f"/api/v1/members/{m}/balance").json().items() if k != "expiring"}
+               for m in ("one-by-one", "batched")]
+    assert figures[0] == figures[1]
+    assert figures[0]["lifetime_earned"] == 25 + 50 * 2 + (3 * 2 if pending_days == 0 else 0)

@@ -212,6 +212,8 @@ def test_try_it_previews_a_new_member_when_the_program_enrolls_on_first_event(ad
     ("m", "{not json", "event", "This is not valid JSON"),
     ("m", json.dumps(purchase("t", "m", amount="abc")), "event", "properties.amount"),
     ("nobody", json.dumps(purchase("t", "m")), "member", "No member 'nobody'"),
+    # A lone surrogate: valid JSON, which the API refuses before any rule sees it (none can read it).
+    ("m", json.dumps({**purchase("t", "m"), "note": "a\ud800"}), "event", "Lone surrogate characters are not allowed"),
 ])
 def test_try_it_shows_what_is_wrong_with_the_event(admin_client, program, make_member, member_id, event, field,
                                                    message):
@@ -249,6 +251,30 @@ def test_reprocess_reports_an_event_refused_again(admin_client, rejected_event):
     assert any("refused again" in message for message in messages_of(response))
     rejected_event.refresh_from_db()
     assert rejected_event.status == "rejected"
+
+
+def test_reprocess_leaves_an_event_kept_without_its_id(admin_client, program, member, spend_rule):
+    """A rejected copy kept without its id (its id went to a later copy) is never processed, even
+    once it would pass: it would earn a second time for the same event."""
+    from rules.pipeline import event_reprocess, events_process
+    from rules.services import event_type_save
+
+    visit = {"event_id": "twice", "type": "visit", "member_id": member.external_id, "properties": {}}
+    result = events_submit_batch(program=program, partner=None, payloads=[
+        visit, purchase("twice", member.external_id, amount="10.00")])
+    events_process(result.received_ids)
+    kept = InboundEvent.objects.get(program=program, event_id=None)
+    assert kept.status == "rejected" and kept.error["code"] == "unknown_event_type"
+    event_type_save(event_type=EventType(program=program, name="visit", schema={}))  # it would pass now
+    rule_save(rule=Rule(program=program, name="Visit", kind="event", event_type="visit", points=5))
+    assert event_reprocess(event=kept).status == "rejected"
+    response = admin_client.post(reverse("admin:rules_inboundevent_changelist"), {
+        "action": "reprocess", "_selected_action": [kept.pk],
+    }, follow=True)
+    assert any("kept without an event_id" in message for message in messages_of(response))
+    kept.refresh_from_db()
+    assert kept.status == "rejected" and kept.points == 0
+    assert Operation.objects.filter(member=member).count() == 1
 
 
 def test_inbox_is_read_only(admin_client, rejected_event):
