@@ -17,11 +17,18 @@ _PRUNABLE = (InboundEvent.Status.PROCESSED, InboundEvent.Status.REJECTED)
 
 
 def _past_retention(now: dt.datetime):
-    """(program, days kept, its events past them) for each program that keeps events for a time."""
+    """(program, days kept, its events past them) for each program that keeps events for a time.
+
+    A processed refund is also kept for that long after it was processed: the refunds of an order
+    that later refunds count are its processed ones, so none may go before its purchase does. A
+    refund received before its purchase and reprocessed once the purchase came is processed after
+    the purchase was received, and so goes after it."""
     for program in Program.objects.filter(event_retention_days__isnull=False).order_by("slug"):
         days = program.event_retention_days
+        cutoff = now - dt.timedelta(days=days)
         yield program, days, InboundEvent.objects.filter(
-            program_id=program.pk, received_at__lt=now - dt.timedelta(days=days), status__in=_PRUNABLE)
+            program_id=program.pk, received_at__lt=cutoff, status__in=_PRUNABLE,
+        ).exclude(type="refund", status=InboundEvent.Status.PROCESSED, processed_at__gte=cutoff)
 
 
 def events_prunable(*, now: dt.datetime | None = None) -> list[tuple[Program, int, int]]:

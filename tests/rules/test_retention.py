@@ -84,3 +84,27 @@ def test_the_command_counts_then_deletes(make_program):
     assert InboundEvent.objects.count() == 3
     assert run().endswith("2 events deleted\n")
     assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["e-2"]
+
+
+def test_a_refund_processed_after_its_purchase_arrived_goes_no_earlier_than_the_purchase(api, program, member,
+                                                                                       spend_rule):
+    """A refund received before its purchase, reprocessed once the purchase came: pruned by when
+    it was received, it would go first, and a second full refund of the order would then find no
+    earlier refund and take the points back again."""
+    from rules.pipeline import event_reprocess
+    from tests.rules.fixtures_rules import refund
+
+    start = timezone.now()
+    early = api.post("/api/v1/events", refund("r-1", member.external_id, "o-p-1", amount="10.00"), format="json")
+    assert early.json()["error"]["code"] == "purchase_not_found"
+    InboundEvent.objects.filter(event_id="r-1").update(received_at=start - dt.timedelta(days=5))
+    assert api.post("/api/v1/events", purchase("p-1", member.external_id, amount="10.00"),
+                    format="json").status_code == 201
+    assert event_reprocess(event=InboundEvent.objects.get(event_id="r-1")).status == "processed"
+    assert api.get(f"/api/v1/members/{member.external_id}/balance").json()["available"] == 0
+    Program.objects.filter(pk=program.pk).update(event_retention_days=30)
+    assert events_prune(now=start + dt.timedelta(days=27)) == 0  # the refund was received 32 days before
+    assert events_prune(now=start + dt.timedelta(days=31)) == 2  # with its purchase
+    again = api.post("/api/v1/events", refund("r-2", member.external_id, "o-p-1", amount="10.00"), format="json")
+    assert again.json()["error"]["code"] == "purchase_not_found"
+    assert api.get(f"/api/v1/members/{member.external_id}/balance").json()["available"] == 0
