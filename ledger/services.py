@@ -121,13 +121,19 @@ _BALANCE_COLUMNS = [field.column for field in Balance._meta.concrete_fields]
 _BALANCE_ATTNAMES = [field.attname for field in Balance._meta.concrete_fields]  # the order of _BALANCE_COLUMNS
 
 # The member's balance row, locked, and whether any of their lots is due to mature or to
-# expire: the settling statements then run only when they have something to do.
+# expire: the settling statements then run only when they have something to do. The subqueries
+# read the database as the statement's snapshot saw it; a statement that waited for the lock gets
+# the balance row as the transaction it waited for left it, but the subqueries' answers stay as
+# they were before the wait (a void that gave points back to a lot since past its expiry, an
+# operation made with the same key). The last column says whether the row locked is the one the
+# snapshot saw; when it is not, ``_settled`` asks again, under the lock.
 _LOCK_FOR_SPENDING_SQL = f"""
 SELECT {", ".join(f"b.{column}" for column in _BALANCE_COLUMNS)},
        EXISTS (SELECT FROM ledger_lot l WHERE l.member_id = b.member_id AND NOT l.matured
                AND l.available_at <= %(now)s::timestamptz),
        EXISTS (SELECT FROM ledger_lot l WHERE l.member_id = b.member_id AND l.remaining > 0
-               AND l.expired_at IS NULL AND l.expires_at <= %(now)s::timestamptz)
+               AND l.expired_at IS NULL AND l.expires_at <= %(now)s::timestamptz),
+       (SELECT s.xmin FROM ledger_balance s WHERE s.member_id = b.member_id) = b.xmin
 FROM ledger_balance b WHERE b.member_id = %(member)s::bigint
 FOR UPDATE OF b
 """
@@ -191,6 +197,8 @@ def member_lock_for_spending(
         return None if member is None else (member, *_lock_for_spending_keyed(member, now, key))
     split = len(_MEMBER_COLUMNS)
     member = model_from_row(Member, row[:split])
+    if not _as_seen(row, key):  # it waited for the lock: ask again, now that it holds it
+        return (member, *_lock_for_spending_keyed(member, now, key))
     return (member, *_settled(member, row[split:], now, key))
 
 
@@ -204,14 +212,22 @@ def _lock_for_spending_keyed(member: Member, now: dt.datetime, key: str | None) 
     if row is None:  # no balance row yet: make it, then lock it as any other
         _lock_balance(member)
         return _lock_for_spending_keyed(member, now, key)
+    if not _as_seen(row, key):  # it waited for the lock: ask again, now that it holds it (no wait)
+        return _lock_for_spending_keyed(member, now, key)
     return _settled(member, row, now, key)
+
+
+def _as_seen(row: tuple, key: str | None) -> bool:
+    """Whether a lock-for-spending statement locked the balance row its snapshot saw, so that its
+    answers about lots and operations hold for the row locked."""
+    return bool(row[-2] if key is not None else row[-1])
 
 
 def _settled(member: Member, row: tuple, now: dt.datetime, key: str | None) -> tuple[Balance, int | None]:
     """The balance and the keyed operation from a row of a lock-for-spending statement, after
     settling what it says is due (lots to mature or to expire)."""
     earlier = row[-1] if key is not None else None
-    *columns, to_mature, to_expire = row[:-1] if key is not None else row
+    *columns, to_mature, to_expire, _as_seen_by_snapshot = row[:-1] if key is not None else row
     moved = upkeep.mature_locked_members([member.pk], now=now) if to_mature else 0
     moved += upkeep.expire_locked_members([member.pk], now=now) if to_expire else 0
     if moved:

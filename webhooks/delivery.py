@@ -14,14 +14,17 @@ import datetime as dt
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import logging
 import random
+import socket
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -59,7 +62,61 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class NotPublicAddress(OSError):
+    """The endpoint's host name leads to an address that is not a public one."""
+
+
+def _connect_public(address: tuple[str, int], timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+    """``socket.create_connection``, to a host whose every address is a public one. A URL is
+    checked when it is registered, but a host name may lead anywhere (a name of the partner's own
+    pointed at 10.0.0.5, at this machine, at a cloud's metadata service): it is resolved here, its
+    addresses checked, and the connection made to an address that was checked, not resolved again."""
+    host, port = address
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    for *_rest, sockaddr in found:
+        if not ipaddress.ip_address(sockaddr[0]).is_global:
+            raise NotPublicAddress(f"{host} leads to {sockaddr[0]}, which is not a public address")
+    error = None
+    for family, kind, proto, _name, sockaddr in found:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError(f"{host} has no address")
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_public  # what ``connect`` opens its socket with
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._create_connection = _connect_public  # TLS then checks the certificate against the name
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_PublicHTTPConnection, req, **kwargs)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_PublicHTTPSConnection, req, **kwargs)
+
+
 _opener = urllib.request.build_opener(_NoRedirects)
+# Without DEBUG, as URLs are checked when they are registered: only public addresses are reached.
+_public_opener = urllib.request.build_opener(_NoRedirects, _PublicHTTPHandler, _PublicHTTPSHandler)
 
 
 @dataclass(frozen=True)
@@ -80,8 +137,9 @@ def post(*, url: str, body: bytes, secret: str) -> Outcome:
         "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: signature(secret=secret, body=body, timestamp=timestamp),
     })
+    opener = _opener if settings.DEBUG else _public_opener
     try:
-        with _opener.open(request, timeout=TIMEOUT_SECONDS) as response:
+        with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             response.read(ERROR_SNIPPET)
             return Outcome(response.status)
     except urllib.error.HTTPError as exc:

@@ -208,3 +208,50 @@ def test_the_timestamp_is_the_attempts_time(program, endpoint, receiver):
     stamps = [verify(secret=endpoint.secret, header=r.headers[SIGNATURE_HEADER], body=r.body)
               for r in receiver.requests]
     assert all(abs(stamp - time.time()) < 60 for stamp in stamps)
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_without_debug_a_delivery_never_reaches_an_address_that_is_not_public(program, endpoint, receiver, settings,
+                                                                               host):
+    """A host name checked when it was registered may lead anywhere by the time it is sent to (a
+    name of the partner's pointed at this machine): the address is checked at every delivery."""
+    from webhooks.models import WebhookEndpoint
+
+    port = receiver.url.split(":")[2].split("/")[0]
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(url=f"http://{host}:{port}/hooks")  # as if it resolved so
+    settings.DEBUG = False
+    emit(program)
+    assert deliveries_send_due() == 1
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, None)
+    assert "NotPublicAddress" in delivery.last_error and "not a public address" in delivery.last_error
+    assert receiver.requests == []
+    settings.DEBUG = True  # development: local receivers are fine
+    make_due(delivery.pk)
+    assert deliveries_send_due() == 1
+    assert len(receiver.requests) == 1
+
+
+def test_the_public_address_check_connects_to_the_address_it_checked(monkeypatch):
+    """Resolved once: a name that answers a public address to the check and a private one to a
+    second lookup (DNS rebinding) is connected to at the address checked."""
+    from webhooks import delivery
+
+    answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))],
+                    [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 443))]])
+    monkeypatch.setattr(delivery.socket, "getaddrinfo", lambda *args, **kwargs: next(answers))
+    connected = []
+
+    class FakeSocket:
+        def __init__(self, *args):
+            pass
+
+        def settimeout(self, timeout):
+            pass
+
+        def connect(self, address):
+            connected.append(address)
+
+    monkeypatch.setattr(delivery.socket, "socket", FakeSocket)
+    delivery._connect_public(("hooks.example.com", 443), 5)
+    assert connected == [("93.184.215.14", 443)]
