@@ -100,6 +100,13 @@ CHECKS: dict[str, tuple[str, str]] = {
         "SELECT member_id, 0, remaining FROM ledger_lot WHERE expired_at IS NOT NULL AND remaining > 0",
         "an expired lot keeps no points (points given back to it expire at once)",
     ),
+    "spent_before_expiry": (
+        """SELECT o.member_id, 'before ' || l.expires_at, o.created_at
+           FROM ledger_allocation a JOIN ledger_operation o ON o.id = a.operation_id
+           JOIN ledger_lot l ON l.id = a.lot_id
+           WHERE l.expires_at IS NOT NULL AND o.created_at >= l.expires_at""",
+        "no points are spent or held from a lot at or after its expiry (they expire first)",
+    ),
     "debt_paid_first": (
         """SELECT b.member_id, 'debt ' || b.debt || ' and no points in lots', sum(l.remaining)
            FROM ledger_balance b JOIN ledger_lot l ON l.member_id = b.member_id AND l.remaining > 0

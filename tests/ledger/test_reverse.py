@@ -208,6 +208,13 @@ def test_the_audit_reports_points_kept_in_an_expired_lot(spent_member):
     assert "expired_lot_is_empty" in checks_failing()
 
 
+def test_the_audit_reports_points_spent_from_a_lot_at_or_past_its_expiry(spent_member):
+    Lot.objects.filter(member=spent_member).update(expires_at=T0)  # the redemption was made at T0
+    assert "spent_before_expiry" in checks_failing()
+    Lot.objects.filter(member=spent_member).update(expires_at=T0 + dt.timedelta(microseconds=1))
+    assert "spent_before_expiry" not in checks_failing()
+
+
 def test_the_audit_reports_a_claim_no_reversal_made(spent_member):
     Allocation.objects.filter(operation__member=spent_member).update(claimed=5)
     assert "reversal_claims" in checks_failing()
