@@ -64,8 +64,8 @@ class Activation:
             self._priced, self._prices, seen = items, [], []
             for item in items:
                 price = None
-                if isinstance(item, dict):
-                    price, seen_price = _unit_price(item.get("unit_price"))
+                if isinstance(item, dict) and "unit_price" in item:  # one sent without a price has none
+                    price, seen_price = _unit_price(item["unit_price"])
                     item = {**item, "unit_price": seen_price}
                 self._prices.append(price)
                 seen.append(item)

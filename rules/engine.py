@@ -118,16 +118,25 @@ class CompiledRule:
         )
 
 
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def validate_rule(rule: Rule) -> None:
     """Everything a rule must satisfy before it is saved; raises RuleCompileError(field, message)."""
     CompiledRule.from_rule(rule)
     if rule.kind == Rule.Kind.EVENT and rule.points is None and not rule.points_expression:
         raise RuleCompileError("points", "An event rule needs its points (or a points expression).")
     if rule.kind == Rule.Kind.MULTIPLIER:
-        if rule.multiplier is None or rule.multiplier <= 0:
-            raise RuleCompileError("multiplier", "A multiplier rule needs a multiplier above 0.")
+        if rule.multiplier is None or rule.multiplier <= 1:
+            raise RuleCompileError("multiplier", "A multiplier rule needs a multiplier above 1: it adds to what the "
+                                                 "other rules award (2 doubles it); it never takes points away.")
         if rule.stacking == Rule.Stacking.EXCLUSIVE:
             raise RuleCompileError("stacking", "A multiplier rule scales other rules: it cannot be exclusive.")
+        if rule.points_expression:
+            raise RuleCompileError("points_expression", "A multiplier rule scales what the other rules award: it "
+                                                        "has no points expression of its own.")
     if rule.kind == Rule.Kind.PRODUCT and not (rule.skus or rule.categories):
         raise RuleCompileError("skus", "A product rule needs SKUs or categories to match.")
     if (rule.member_cap_points or rule.member_cap_times) and not rule.member_cap_period:
@@ -295,7 +304,9 @@ def qualify(
                     fires = None
                 if fires is None:
                     fires = activation.by_library(rule.condition)
-                if fires is not True:
+                if fires is not True and fires is not False:
+                    raise TypeError(f"the condition gave {_shown(fires)}, not true or false")
+                if not fires:
                     trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "condition_false", "points": 0,
                                   "detail": ""})
                     continue

@@ -68,8 +68,11 @@ def program_context(program: Program) -> dict:
 
 
 def event_context(clean: CleanEvent) -> dict:
-    return {"id": clean.event_id, "type": clean.type, "occurred_at": clean.occurred_at,
-            "properties": clean.properties}
+    # In UTC, whatever offset the partner wrote: a rule's ``occurred_at.getHours()`` is UTC's hour
+    # (as CEL's timestamps say; ``getHours("Europe/Lisbon")`` for another zone) on every path, and
+    # the batch worker reads the time back from the database in UTC.
+    occurred_at = clean.occurred_at.astimezone(dt.UTC) if clean.occurred_at is not None else None
+    return {"id": clean.event_id, "type": clean.type, "occurred_at": occurred_at, "properties": clean.properties}
 
 
 def earn_key(event: InboundEvent) -> str:

@@ -128,3 +128,20 @@ def test_events_of_one_member_in_a_batch_see_what_the_earlier_ones_earned(progra
                for m in ("one-by-one", "batched")]
     assert figures[0] == figures[1]
     assert figures[0]["lifetime_earned"] == 25 + 50 * 2 + (3 * 2 if pending_days == 0 else 0)
+
+
+def test_a_rule_on_the_events_hour_fires_alike_inline_and_in_a_batch(program, make_member, make_rule, api):  # noqa: F811
+    """The partner wrote the time with its offset: inline and batch both read the hour in UTC."""
+    make_rule(program, kind="event", event_type="purchase", points=10, name="afternoon (UTC)",
+              condition="event.occurred_at.getHours() >= 12")
+    make_member(program, external_id="inline-1")
+    make_member(program, external_id="batch-1")
+    at = "2026-11-30T09:30:00-05:00"  # 14:30 UTC
+    assert api.post("/api/v1/events", dict(purchase("h-inline", "inline-1"), occurred_at=at),
+                    format="json").status_code == 201
+    assert api.post("/api/v1/events/batch", {"events": [dict(purchase("h-batch", "batch-1"), occurred_at=at)]},
+                    format="json").status_code == 202
+    assert pipeline.events_process(list(InboundEvent.objects.filter(status="received").values_list("id", flat=True)))
+    inline, batch = (api.get(f"/api/v1/events/h-{name}").json() for name in ("inline", "batch"))
+    assert inline["trace"] == batch["trace"] and inline["awards"] == batch["awards"]
+    assert {t["rule"]: t["outcome"] for t in batch["trace"]} == {"afternoon (UTC)": "fired"}

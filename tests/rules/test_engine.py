@@ -412,7 +412,6 @@ def test_the_next_exclusive_rule_wins_when_the_first_does_not_fire():
          True),
         ("event.properties.channel == 'pos' && member.tier == 'gold'", {"tier": "gold"}, {"channel": "web"}, NOW,
          False),
-        ("1 + 1", {}, {}, NOW, False),  # only a true boolean fires
     ],
 )
 def test_condition(condition, member, properties, now, fires):
@@ -536,3 +535,38 @@ def test_qualify_is_pure(django_assert_num_queries):
     assert awarded(first) == {"spend": 30, "gold": 20, "double": 50}
     assert (first.awards, first.trace) == (second.awards, second.trace)
     assert usage == frozen
+
+
+@pytest.mark.parametrize("condition", ["member.tier", "event.properties.amount", "null", "1 + 1"])
+def test_a_condition_that_gives_neither_true_nor_false_is_an_error_not_a_false(condition):
+    rule = compiled(kind="event", event_type="purchase", points=5, condition=condition)
+    result = run([rule], properties={"amount": "10.00"})
+    entry = outcome(result, rule)
+    assert entry["outcome"] == "error" and "not true or false" in entry["detail"], entry
+    assert result.points == 0
+
+
+def test_an_item_sent_without_a_unit_price_has_none_in_cel():
+    priced = compiled(kind="event", event_type="purchase", points=1, name="all priced",
+                      condition="event.properties.items.all(i, has(i.unit_price))")
+    some = compiled(kind="event", event_type="purchase", points=1, name="some priced",
+                    condition="event.properties.items.exists(i, has(i.unit_price) && i.unit_price > 2.0)")
+    result = run([priced, some], properties={"amount": "10.00", "items": [
+        {"sku": "A", "quantity": 1, "unit_price": "2.50"}, {"sku": "B", "quantity": 1}]})
+    assert outcome(result, priced)["outcome"] == "condition_false"
+    assert outcome(result, some)["outcome"] == "fired"
+
+
+@pytest.mark.parametrize("condition", ["event.occurred_at.getHours() == 14",  # decided in Python
+                                       "event.occurred_at.getHours() == 14 && size(event.id) > 0",
+                                       "int(event.occurred_at.getHours()) + 0 == 14"])
+def test_the_event_time_is_read_in_utc_whatever_offset_the_partner_wrote(condition):
+    from rules.pipeline import event_context
+    from rules.validation import CleanEvent
+
+    written = dt.datetime(2026, 11, 30, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))  # 14:30 UTC
+    rule = compiled(kind="event", event_type="purchase", points=5, condition=condition)
+    event = event_context(CleanEvent("e-1", "purchase", "c-1", written, {"amount": "1.00"}))
+    assert event["occurred_at"] == written and event["occurred_at"].utcoffset() == dt.timedelta(0)
+    result = run([rule], properties={"amount": "1.00"}, occurred_at=event["occurred_at"])
+    assert outcome(result, rule)["outcome"] == "fired"

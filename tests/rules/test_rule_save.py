@@ -86,6 +86,9 @@ def test_all_four_variables_are_allowed(program):
         ({"kind": "multiplier", "multiplier": Decimal("2"), "stacking": "exclusive"}, "stacking"),
         ({"kind": "multiplier"}, "multiplier"),
         ({"kind": "multiplier", "multiplier": Decimal("0")}, "multiplier"),
+        ({"kind": "multiplier", "multiplier": Decimal("0.5")}, "multiplier"),  # it would take nothing away
+        ({"kind": "multiplier", "multiplier": Decimal("1")}, "multiplier"),
+        ({"kind": "multiplier", "multiplier": Decimal("2"), "points_expression": "100"}, "points_expression"),
         ({"kind": "event"}, "points"),
         ({"kind": "product", "points_per_item": 5}, "skus"),
         ({"kind": "spend", "member_cap_times": 1}, "member_cap_period"),
