@@ -89,8 +89,8 @@ class RuleAdmin(admin.ModelAdmin):
             "fields": ("points_per_unit", "rounding", "min_amount", "skus", "categories", "points_per_item",
                        "item_multiplier", "points", "multiplier", "points_expression"),
             "description": "Fill in the fields of the rule's kind (each field says which kinds use it); the "
-                           "others are ignored. A points expression, when set, replaces the kind's computation (not for "
-                           "a multiplier, which scales the other rules' points and must be above 1).",
+                           "others are ignored. A points expression, when set, replaces the kind's computation "
+                           "(not for a multiplier, which scales the other rules' points and must be above 1).",
         }),
         ("Caps", {"fields": ("max_points_per_event", "member_cap_period", "member_cap_points",
                              "member_cap_times")}),
