@@ -172,6 +172,22 @@ def in_threads(n: int, work, *, workers: int | None = None) -> list:
     return results
 
 
+def in_thread(fn, results: dict, name: str) -> threading.Thread:
+    """Start ``fn`` on a thread with its own database connection (closed at the end); its result,
+    or the exception it raised, goes to ``results[name]``."""
+    def run():
+        try:
+            results[name] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            results[name] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def snapshot(program) -> dict:
     """Everything of ``program`` that a request could change."""
     from accounts.models import Member

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Member, Partner
@@ -25,7 +25,7 @@ from ledger.audit import run_audit
 from ledger.models import Balance, Entry
 from loyalty.api.idempotency import _request_hash, idempotency_records_clean
 from loyalty.models import IdempotencyRecord
-from tests.api.fixtures import assert_error, client_for, earn, purchase, snapshot, spend_rule
+from tests.api.fixtures import assert_error, client_for, earn, in_thread, purchase, snapshot, spend_rule
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -358,20 +358,6 @@ def test_a_5xx_is_not_kept_so_the_key_can_be_retried(world, monkeypatch):
 # --- a real race, threads with their own connections ---------------------------------------
 
 
-def _in_thread(fn, results, name):
-    def run():
-        try:
-            results[name] = fn()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            results[name] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_a_concurrent_twin_gets_409_while_the_first_runs(make_program, make_member):
@@ -399,17 +385,17 @@ def test_a_concurrent_twin_gets_409_while_the_first_runs(make_program, make_memb
         return "released"
 
     results: dict = {}
-    locker = _in_thread(hold_the_balance_row, results, "locker")
+    locker = in_thread(hold_the_balance_row, results, "locker")
     try:
         assert locked.wait(10)
-        first = _in_thread(request, results, "first")
+        first = in_thread(request, results, "first")
         deadline = time.monotonic() + 10
         while not IdempotencyRecord.objects.filter(program=program, key="twin").exists():
             assert time.monotonic() < deadline, "the first request never claimed its key"
             time.sleep(0.02)
         time.sleep(0.2)
         assert "first" not in results, results.get("first")  # still waiting for the row lock
-        twin = _in_thread(request, results, "twin")
+        twin = in_thread(request, results, "twin")
         twin.join(30)
         status, twin_body, replayed = results["twin"]
         assert status == 409, twin_body

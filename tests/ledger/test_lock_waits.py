@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from accounts.models import Member
 from campaigns import services as campaigns
@@ -18,26 +18,13 @@ from campaigns.models import Redemption, Reward
 from ledger import services
 from ledger.audit import run_audit
 from ledger.models import Balance, Hold, Lot
+from tests.api.fixtures import in_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 NOW = dt.datetime(2026, 5, 4, 9, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)
-
-
-def _in_thread(fn, results: dict, name: str) -> threading.Thread:
-    def run():
-        try:
-            results[name] = fn()
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            results[name] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def _fresh(member: Member) -> Member:
@@ -49,9 +36,9 @@ def _while_locked(hold_lock, then):
     keeps it a moment) and, once it holds the lock, ``then``, which waits for it."""
     results: dict = {}
     locked = threading.Event()
-    first = _in_thread(lambda: hold_lock(locked), results, "first")
+    first = in_thread(lambda: hold_lock(locked), results, "first")
     assert locked.wait(10)
-    second = _in_thread(then, results, "second")
+    second = in_thread(then, results, "second")
     time.sleep(0.3)
     assert "second" not in results, results.get("second")  # still waiting for the lock
     first.join(30)
