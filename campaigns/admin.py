@@ -18,8 +18,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce, Greatest
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -101,6 +101,22 @@ class RewardAdmin(admin.ModelAdmin):
         ("Voucher codes", {"fields": ("vouchers", "codes_summary")}),
         ("Record", {"fields": ("created_at",)}),
     )
+
+    def save_model(self, request, obj, form, change):
+        """The stock as redemptions left it, not as the page was loaded: units taken or given back
+        while the page was open stay taken or given back. A changed stock moves by what the
+        marketer changed (10 to 15 adds 5 to whatever is left now); to or from unlimited is set as is."""
+        if not change:
+            obj.save()
+            return
+        with transaction.atomic():
+            obj.save(update_fields=[f.name for f in Reward._meta.concrete_fields if f.name not in ("id", "stock")])
+            if "stock" in form.changed_data:  # against the stock the page showed
+                before = form.stock_as_loaded()
+                stock = (obj.stock if before is None or obj.stock is None
+                         else Greatest(F("stock") + (obj.stock - before), 0))
+                Reward.objects.filter(pk=obj.pk).update(stock=stock)
+            obj.stock = Reward.objects.filter(pk=obj.pk).values_list("stock", flat=True).get()
 
     def get_queryset(self, request):
         # One correlated count per listed row, on the partial "free codes" index: no query per row.

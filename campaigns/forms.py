@@ -29,6 +29,23 @@ class RewardForm(forms.ModelForm):
                         "once; when the pool is empty the reward is out of stock.",
         }
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The page carries the stock it showed, so that saving it can tell what the marketer changed
+        # from what redemptions took meanwhile (``RewardAdmin.save_model``).
+        self.fields["stock"].show_hidden_initial = True
+
+    def stock_as_loaded(self) -> int | None:
+        """The stock the page showed when it was loaded (the current one if it did not say)."""
+        field = self.fields["stock"]
+        shown = self.data.get(self.add_initial_prefix("stock"))
+        if shown is None:
+            return self.initial.get("stock")
+        try:
+            return field.to_python(shown)
+        except forms.ValidationError:
+            return self.initial.get("stock")
+
     def clean(self):
         cleaned = super().clean()
         start, end = cleaned.get("active_from"), cleaned.get("active_until")
@@ -68,8 +85,13 @@ class VoucherUploadForm(forms.Form):
             text = upload.read().decode("utf-8-sig")
         except UnicodeDecodeError:
             raise forms.ValidationError("The file is not UTF-8 text.") from None
+        if "\x00" in text:
+            raise forms.ValidationError("The file holds a NUL character (\\x00): it is not a text file of codes.")
         if upload.name.lower().endswith(".csv"):
-            return [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+            try:
+                return [row[0] if row else "" for row in csv.reader(io.StringIO(text))]
+            except csv.Error as exc:
+                raise forms.ValidationError(f"The CSV file cannot be read: {exc}.") from None
         return text.splitlines()
 
     def clean(self):

@@ -88,7 +88,8 @@ class Redemption(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     operation = models.OneToOneField(Operation, on_delete=models.PROTECT, related_name="redemption")
     hold = models.OneToOneField(Hold, null=True, blank=True, on_delete=models.PROTECT, related_name="redemption")
-    voucher_code = models.CharField(max_length=64, blank=True)
+    # Its codes, comma-separated: one per unit (a quantity of up to 1,000, codes of up to 64 characters).
+    voucher_code = models.TextField(blank=True)
     stock_returned = models.BooleanField(
         default=False, help_text="Its units went back to the reward's stock: voided, cancelled, or a hold past "
         "its timeout whose units (and pool codes) another redemption took back.",

@@ -152,3 +152,18 @@ def test_too_few_points_is_answered_before_no_stock_and_takes_none(api, program,
     assert_error(redeem(api), 409, "out_of_stock", param="reward")
     assert Reward.objects.get(program=program, code="lamp").stock == 0
     assert run_audit() == []
+
+
+def test_many_units_get_all_their_codes_captured_at_once_or_after_a_hold(api, program, member):
+    """A redemption keeps one code a unit: 50 generated codes of 19 characters each."""
+    Reward.objects.create(program=program, code="lamp", name="Lamp", cost=10, vouchers="generated")
+    captured = redeem(api, quantity=50)
+    assert captured.status_code == 201, captured.json()
+    codes = captured.json()["voucher_code"].split(",")
+    assert len(codes) == len(set(codes)) == 50 and all(len(code) == 19 for code in codes)
+    held = redeem(api, quantity=4, capture=False)
+    assert held.status_code == 201 and held.json()["voucher_code"] is None
+    done = api.post(f"/api/v1/redemptions/{held.json()['id']}/capture")
+    assert done.status_code == 200, done.json()
+    assert len(done.json()["voucher_code"].split(",")) == 4
+    assert run_audit() == []

@@ -148,6 +148,23 @@ def test_reward_form_refuses_inconsistent_settings(admin_client, program, fields
     assert not Reward.objects.exists()
 
 
+@pytest.mark.parametrize(("typed", "expected"), [("10", 7), ("15", 12), ("", None)])
+def test_saving_the_reward_page_keeps_the_units_redeemed_while_it_was_open(admin_client, program, funded, typed,
+                                                                            expected):
+    """Loaded with 10 left; 3 redeemed meanwhile; saved with the stock as loaded (only the name
+    changed), raised to 15, or made unlimited."""
+    reward = Reward.objects.create(program=program, code="coffee", name="Coffee", cost=10, stock=10)
+    url = reverse("admin:campaigns_reward_change", args=[reward.pk])
+    page = admin_client.get(url)
+    assert 'name="initial-stock" value="10"' in page.content.decode()  # the page says what it showed
+    services.redemption_create(member=funded, reward=reward, quantity=3, key="meanwhile")
+    response = admin_client.post(url, {**REWARD_FORM, "name": "Coffee (large)", "stock": typed,
+                                       "initial-stock": "10"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    reward.refresh_from_db()
+    assert (reward.name, reward.stock) == ("Coffee (large)", expected)
+
+
 def test_pool_with_free_codes_keeps_its_mode_and_the_page_saves_with_its_inline(admin_client, pool):
     services.voucher_codes_upload(reward=pool, codes=["A", "B"])
     url = reverse("admin:campaigns_reward_change", args=[pool.pk])
@@ -203,6 +220,8 @@ def test_upload_from_a_file(admin_client, pool, name, content):
     ({"codes": "X" * 65}, "at most 64"),
     ({"codes": "", "file": SimpleUploadedFile("codes.xlsx", b"A\n")}, "Upload a .txt or .csv"),
     ({"codes": "", "file": SimpleUploadedFile("codes.txt", b"\xff\xfeA")}, "not UTF-8"),
+    ({"codes": "", "file": SimpleUploadedFile("codes.txt", b"A\x00B\n")}, "NUL character"),
+    ({"codes": "", "file": SimpleUploadedFile("codes.csv", b"A\n" + b"x" * 140_000 + b"\n")}, "cannot be read"),
 ])
 def test_upload_refuses_bad_input_and_adds_nothing(admin_client, pool, data, error):
     response = admin_client.post(upload_url(pool), data)
