@@ -216,9 +216,10 @@ class RewardAdmin(admin.ModelAdmin):
         free = VoucherCode.objects.filter(reward=reward, redemption__isnull=True).count()
         self.message_user(request, f"Added {added} code(s) to the pool of {reward}; it has {free} free code(s).",
                           messages.SUCCESS if added else messages.WARNING)
-        if data["repeated"]:
-            self.message_user(request, f"Skipped {len(data['repeated'])} code(s) repeated in the upload (added "
-                                       f"once): {_some(data['repeated'])}", messages.WARNING)
+        repeated = [code for code in data["repeated"] if code not in in_pool]  # the others: already in the pool
+        if repeated:
+            self.message_user(request, f"Skipped {len(repeated)} code(s) repeated in the upload (added "
+                                       f"once): {_some(repeated)}", messages.WARNING)
         skipped = [code for code in codes if code in in_pool]
         if skipped:
             self.message_user(request, f"Skipped {len(skipped)} code(s) already in the pool: {_some(skipped)}",
