@@ -36,23 +36,30 @@ def ensure_partitions(*, start: dt.date, months_ahead: int, using=None) -> list[
     created = []
     first = month_start(start)
     with conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
-            [ENTRY_TABLE],
-        )
-        existing = {row[0] for row in cursor.fetchall()}
-        for offset in range(months_ahead + 1):
-            lower = add_months(first, offset)
-            name = partition_name(lower)
-            if name in existing:
-                continue
-            upper = add_months(lower, 1)
+        # One creator at a time (the beat job, the command, a deploy): two creating the same month
+        # at once fail on the catalog even with IF NOT EXISTS. A session lock, so that each partition
+        # is still created in a transaction of its own.
+        cursor.execute("SELECT pg_advisory_lock(hashtext('ledger_partitions'))")
+        try:
             cursor.execute(
-                f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{ENTRY_TABLE}" '
-                f"FOR VALUES FROM ('{lower.isoformat()} 00:00:00+00') TO ('{upper.isoformat()} 00:00:00+00')"
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+                [ENTRY_TABLE],
             )
-            created.append(name)
+            existing = {row[0] for row in cursor.fetchall()}
+            for offset in range(months_ahead + 1):
+                lower = add_months(first, offset)
+                name = partition_name(lower)
+                if name in existing:
+                    continue
+                upper = add_months(lower, 1)
+                cursor.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{ENTRY_TABLE}" '
+                    f"FOR VALUES FROM ('{lower.isoformat()} 00:00:00+00') TO ('{upper.isoformat()} 00:00:00+00')"
+                )
+                created.append(name)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext('ledger_partitions'))")
     return created
 
 

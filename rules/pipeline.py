@@ -414,7 +414,10 @@ def events_submit_batch(*, program: Program, partner: Partner | None, payloads: 
                 cursor.execute("INSERT INTO rules_eventbatch (event_ids, created_at) "
                                "VALUES (%s::bigint[], %s::timestamptz)", [pg_int_array(ids), now])
         transaction.on_commit(lambda: enqueue(ids))
-    metrics.count_received(program, rows)
+    # What was stored: every rejected row, and the received ones whose id was taken here (a
+    # duplicate, answered as one, was not received again).
+    stored = [row for row in rows if row["status"] == "rejected" or row["event_id"] in stored_ids]
+    metrics.count_received(program, stored)
     return result
 
 
@@ -644,8 +647,11 @@ def _process_alone(pk: int) -> int:
         return 0
     except Exception as exc:  # a bug or bad data: keep the event, say why, move on
         logger.exception("event %s failed", pk)
-        InboundEvent.objects.filter(pk=pk, status=InboundEvent.Status.RECEIVED).update(
+        marked = InboundEvent.objects.filter(pk=pk, status=InboundEvent.Status.RECEIVED).update(
             status=InboundEvent.Status.FAILED, processed_at=now, error=failure_error(exc))
+        if marked:
+            failed = InboundEvent.objects.select_related("program").get(pk=pk)
+            metrics.observe(failed.program, [failed], now)
         return 0
 
 
@@ -658,8 +664,9 @@ def event_reprocess(*, event: InboundEvent) -> InboundEvent:
     now = timezone.now()
     with transaction.atomic(durable=True):
         event = InboundEvent.objects.select_for_update().select_related("program").get(pk=event.pk)
-        if event.status in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
-            _process_inline(event.program, event, now)
+        if event.status not in (InboundEvent.Status.REJECTED, InboundEvent.Status.FAILED):
+            return event  # another reprocess got there first: counted there
+        _process_inline(event.program, event, now)
     metrics.observe(event.program, [event], now)
     return event
 

@@ -12,7 +12,7 @@ from django.db import connection
 from ledger import services, upkeep
 from ledger.audit import run_audit
 from ledger.models import Entry
-from ledger.partitions import ENTRY_TABLE, ensure_partitions, partition_name
+from ledger.partitions import ENTRY_TABLE, add_months, ensure_partitions, existing_partitions, partition_name
 
 RECENT_HISTORY = (
     "SELECT id, created_at, kind, points FROM ledger_entry "
@@ -118,3 +118,57 @@ def test_new_partitions_are_pruned_alike(make_program, make_member):
     since = at(2032, 2, 10)
     assert scanned_by_recent_history(member, since) == {"ledger_entry_y2032m02", "ledger_entry_y2032m03"}
     assert scanned_by_recent_history(member, at(2032, 3, 31)) == {"ledger_entry_y2032m03"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--months-ahead", "100000"], "--months-ahead must be between 0 and 1200"),
+    (["--months-ahead", "-1"], "--months-ahead must be between 0 and 1200"),
+    (["--since", "1900-01"], "--since must be a month from 2000"),
+    (["--since", "9999-12"], "--since must be a month from 2000"),
+])
+def test_ledger_partitions_refuses_months_it_should_not_create(arguments, message):
+    from django.core.management import CommandError, call_command
+
+    before = set(existing_partitions())
+    with pytest.raises(CommandError, match=message):
+        call_command("ledger_partitions", *arguments)
+    assert set(existing_partitions()) == before
+
+
+@pytest.mark.django_db
+def test_ledger_audit_refuses_a_limit_below_one():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--limit must be at least 1"):
+        call_command("ledger_audit", "--limit", "-1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_creators_of_the_same_months_at_once_both_succeed():
+    import threading
+
+    months = [partition_name(add_months(dt.date(2301, 1, 1), n)) for n in range(25)]
+    with connection.cursor() as cursor:  # what an interrupted earlier run may have left
+        for name in months:
+            cursor.execute(f'DROP TABLE IF EXISTS "{name}"')
+    results: dict = {}
+
+    def create(name):
+        try:
+            results[name] = ensure_partitions(start=dt.date(2301, 1, 1), months_ahead=24)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results[name] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(isinstance(r, Exception) for r in results.values()), results
+    assert sorted(results["a"] + results["b"]) == sorted(months)
+    with connection.cursor() as cursor:
+        for name in results["a"] + results["b"]:
+            cursor.execute(f'DROP TABLE "{name}"')

@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from ledger.audit import CHECKS, run_audit
 
@@ -10,6 +10,8 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=1000, help="Report at most this many rows per check.")
 
     def handle(self, *args, limit, **options):
+        if limit < 1:
+            raise CommandError(f"--limit must be at least 1, got {limit}")
         found = run_audit(limit_per_check=limit)
         if not found:
             self.stdout.write(self.style.SUCCESS(f"ledger audit: all {len(CHECKS)} checks hold"))
