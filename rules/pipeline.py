@@ -571,10 +571,13 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
                 alone_later.append(event)
                 continue
             member_usage = usage[event.member_id]
-            context, debt = members.get(event.member_id) or _member_figures(event.member, balances.get(event.member_id))
+            if event.member_id not in members:
+                balance = balances.get(event.member_id)
+                members[event.member_id] = member_context(event.member, balance), balance.debt if balance else 0
+            context, debt = members[event.member_id]
             qualification = engine.qualify(
                 rules=rules, event=event_context(clean), program=program_context(program), now=now,
-                member=dict(context), usage=member_usage,
+                member=context, usage=member_usage,
             )
             members[event.member_id] = context, _moved_by_earn(context, debt, qualification.points, matured)
             for (rule_id, period), (points, times) in engine.usage_increments(
@@ -600,10 +603,6 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
         _process_inline(waiting.program, event, now)
         done.append(event)
     return done
-
-
-def _member_figures(member: WaitingMember | None, balance) -> tuple[dict, int]:
-    return member_context(member, balance), balance.debt if balance else 0
 
 
 def _moved_by_earn(context: dict, debt: int, points: int, matured: bool) -> int:
