@@ -225,9 +225,13 @@ def _as_seen(row: tuple, key: str | None) -> bool:
 
 def _settled(member: Member, row: tuple, now: dt.datetime, key: str | None) -> tuple[Balance, int | None]:
     """The balance and the keyed operation from a row of a lock-for-spending statement, after
-    settling what it says is due (lots to mature or to expire)."""
+    settling what it says is due (lots to mature or to expire). Nothing is settled when the key
+    already made its operation: the request is a replay (or refused as another request with that
+    key), and a replay changes nothing, as the other operations' replays do not."""
     earlier = row[-1] if key is not None else None
-    *columns, to_mature, to_expire, _as_seen_by_snapshot = row[:-1] if key is not None else row
+    *columns, to_mature, to_expire, _seen = row[:-1] if key is not None else row  # ``_seen``: ``_as_seen`` checked it
+    if earlier is not None:
+        to_mature = to_expire = False
     moved = upkeep.mature_locked_members([member.pk], now=now) if to_mature else 0
     moved += upkeep.expire_locked_members([member.pk], now=now) if to_expire else 0
     if moved:
@@ -242,10 +246,10 @@ def check_spendable(balance: Balance, points: int) -> None:
         raise InsufficientPoints(f"{points} points requested, {max(balance.available, 0)} available.", param="points")
 
 
-def _spending_balance(member: Member, now: dt.datetime, locked: Balance | None) -> Balance:
+def _spending_balance(member: Member, now: dt.datetime, locked: Balance | None, key: str) -> Balance:
     """``locked`` (the caller's ``lock_for_spending`` in this transaction), else the member locked now."""
     if locked is None:
-        return _lock_for_spending(member, now)
+        return _lock_for_spending_keyed(member, now, key)[0]
     if locked.member_id != member.pk:
         raise ValueError(f"The balance passed as locked is member {locked.member_id}'s, not {member.pk}'s.")
     return locked
@@ -739,7 +743,7 @@ def points_redeem(
     with transaction.atomic(savepoint=savepoint):
         operation = _claim_and_spend(member=member, key=key, kind=EntryKind.REDEEM, points=points, now=now,
                                      description=description, source=source,
-                                     balance=_spending_balance(member, now, locked))
+                                     balance=_spending_balance(member, now, locked, key))
     return operation
 
 
@@ -755,7 +759,7 @@ def points_hold(
     with transaction.atomic(savepoint=savepoint):
         operation = _claim_and_spend(member=member, key=key, kind=EntryKind.HOLD, points=points, now=now,
                                      description=description, source=source,
-                                     balance=_spending_balance(member, now, locked))
+                                     balance=_spending_balance(member, now, locked, key))
         if operation.replayed:
             return operation.hold
         timeout = timeout if timeout is not None else dt.timedelta(minutes=member.program.hold_timeout_minutes)
