@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -80,9 +81,12 @@ class ProgramAdmin(admin.ModelAdmin):
         liability, lifetime = health.program_liability_and_lifetime(program.pk, now)
         days = health.program_days(program.pk, now, days=HEALTH_DAYS)
         inbox = reverse("admin:rules_inboundevent_changelist")
+        since = now - dt.timedelta(hours=24)
+        # Each count links to the events it counts: the inbox's date filter takes the same bound.
+        bound = urlencode({"received_at__gte": since.isoformat()})
         events = [{"status": status, "count": count,
-                   "url": f"{inbox}?program__id__exact={program.pk}&status__exact={status}"}
-                  for status, count in events_by_status(program.pk, now - dt.timedelta(hours=24)).items()]
+                   "url": f"{inbox}?program__id__exact={program.pk}&status__exact={status}&{bound}"}
+                  for status, count in events_by_status(program.pk, since).items()]
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "original": program,
             "title": f"Health: {program}", "now": now, "liability": liability, "lifetime": lifetime,

@@ -5,8 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import connections, models
 from rest_framework_api_key.models import AbstractAPIKey, APIKeyManager
+
+from loyalty.jsontext import MESSAGES, unstorable
+
+# A hundred years: an expiry or pending date past year 9999 cannot be stored, and would make every
+# earn of the program fail. "Never" is an empty expiry.
+MAX_POLICY_DAYS = 36_500
+
+
+def attributes_valid(value) -> None:
+    """A member's attributes as the partner API takes them (API.md): a JSON object PostgreSQL can store.
+    Rules read them as ``member.attributes.<name>``: anything else would fail every such rule."""
+    if not isinstance(value, dict):
+        raise ValidationError("Attributes are a JSON object: {\"name\": value, ...}.", code="not_an_object")
+    reason = unstorable(value)
+    if reason:
+        raise ValidationError(MESSAGES[reason], code=reason)
 
 
 class Program(models.Model):
@@ -19,10 +37,12 @@ class Program(models.Model):
         null=True,
         blank=True,
         default=365,
-        help_text="Points expire this many days after they are earned. Empty: never.",
+        validators=[MaxValueValidator(MAX_POLICY_DAYS)],
+        help_text=f"Points expire this many days after they are earned (at most {MAX_POLICY_DAYS:,}). Empty: never.",
     )
     pending_days = models.PositiveIntegerField(
-        default=0, help_text="Earned points stay pending this many days before they can be spent."
+        default=0, validators=[MaxValueValidator(MAX_POLICY_DAYS)],
+        help_text=f"Earned points stay pending this many days before they can be spent (at most {MAX_POLICY_DAYS:,}).",
     )
     allow_negative_balance = models.BooleanField(
         default=False,
@@ -63,6 +83,11 @@ class Program(models.Model):
             models.CheckConstraint(
                 condition=models.Q(expiry_days__isnull=True) | models.Q(expiry_days__gt=0),
                 name="program_expiry_days_positive",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(expiry_days__isnull=True) | models.Q(expiry_days__lte=MAX_POLICY_DAYS))
+                & models.Q(pending_days__lte=MAX_POLICY_DAYS),
+                name="program_policy_days_within_a_century",
             ),
             models.CheckConstraint(
                 condition=models.Q(event_max_age_days__isnull=True) | models.Q(event_max_age_days__gt=0),
@@ -108,7 +133,7 @@ class Member(models.Model):
     program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="members")
     external_id = models.CharField(max_length=255)
     email = models.EmailField(blank=True)
-    attributes = models.JSONField(default=dict, blank=True)
+    attributes = models.JSONField(default=dict, blank=True, validators=[attributes_valid])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     tier = models.CharField(max_length=64, blank=True)
     enrolled_at = models.DateTimeField()

@@ -14,12 +14,13 @@ from django.views.decorators.http import require_POST
 from campaigns.models import Reward
 from campaigns.selectors import (
     member_redemptions,
+    member_units_taken,
     redemption_voucher,
     reward_available,
     rewards_with_free_codes,
 )
 from campaigns.services import redemption_create
-from ledger.models import Entry
+from ledger.models import Entry, Operation
 from ledger.selectors import balance_read, member_entries
 from loyalty.api.ratelimit import member_redemption_limit_hit
 from loyalty.errors import DomainError
@@ -36,16 +37,21 @@ def my_points(request):
     now = timezone.now()
     balance = balance_read(member)
     entries, older = _history_page(member.pk, request.GET.get("before"))
+    shown = [reward for reward in rewards_with_free_codes(member.program_id).filter(is_active=True)
+             .order_by("cost", "code") if reward.in_window(now)]
+    limited = [reward.pk for reward in shown if reward.per_member_limit is not None]
+    taken = member_units_taken(member.pk, now, limited) if limited else {}
     rewards = [
         {"reward": reward, "available": reward_available(reward, now),
-         "needed": max(reward.cost - balance["available"], 0)}
-        for reward in rewards_with_free_codes(member.program_id).filter(is_active=True).order_by("cost", "code")
-        if reward.in_window(now)
+         "needed": max(reward.cost - balance["available"], 0),
+         "limit_reached": reward.per_member_limit is not None and taken.get(reward.pk, 0) >= reward.per_member_limit}
+        for reward in shown
     ]
     redemptions = [{"redemption": redemption, "voucher": redemption_voucher(redemption)}
                    for redemption in member_redemptions(member.pk, REDEMPTIONS_SHOWN)]
     context = {
         "member": member,
+        "active": member.status == member.Status.ACTIVE,
         "program": member.program,
         "balance": balance,
         "entries": entries,
@@ -74,11 +80,15 @@ def redeem(request):
     if not (len(token) == 32 and token.isascii() and token.isalnum()) or not 0 < len(code) <= code_field.max_length:
         messages.error(request, "That form is out of date: reload the page and try again.")
         return redirect("my-points")
-    if member_redemption_limit_hit(member.program, member.external_id) is not None:
+    # One key per button of the page: the same button sent twice (a double click, a resent form) redeems
+    # once and answers as the first time; another button of the same page is another redemption.
+    key = f"web-redeem:{member.pk}:{token}:{code}"
+    replay = Operation.objects.filter(program_id=member.program_id, key=key).exists()
+    if not replay and member_redemption_limit_hit(member.program, member.external_id) is not None:
         messages.error(request, "Too many redemptions in a short time: try again in a minute.")
         return redirect("my-points")
     try:
-        redemption = redemption_create(member=member, reward_code=code, key=f"web-redeem:{member.pk}:{token}")
+        redemption = redemption_create(member=member, reward_code=code, key=key)
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect("my-points")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 
 from campaigns.models import Redemption, Reward
 
@@ -37,3 +37,14 @@ def member_redemptions(member_id: int, limit: int) -> list[Redemption]:
     """A member's latest redemptions, newest first, with their rewards."""
     return list(Redemption.objects.filter(member_id=member_id).select_related("reward")
                 .order_by("-created_at", "-id")[:limit])
+
+
+def member_units_taken(member_id: int, now: dt.datetime, reward_ids=None) -> dict[int, int]:
+    """Units of each reward the member has taken, as a reward's per-member limit counts them: captured
+    redemptions, and holds still in time (a hold past its timeout can no longer be captured, and no
+    longer counts, before the beat job voids it). By reward id; ``reward_ids`` narrows the count."""
+    taken = Redemption.objects.filter(member_id=member_id).filter(
+        Q(status=Redemption.Status.CAPTURED) | Q(status=Redemption.Status.HELD, hold__expires_at__gt=now))
+    if reward_ids is not None:
+        taken = taken.filter(reward_id__in=reward_ids)
+    return dict(taken.exclude(reward=None).values_list("reward_id").annotate(n=Sum("quantity")).order_by())

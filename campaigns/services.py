@@ -21,12 +21,12 @@ import secrets
 from collections.abc import Callable
 
 from django.db import connection, transaction
-from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounts.models import Member, Program
 from accounts.services import MemberInactive, MemberNotFound, member_inactive_message
 from campaigns.models import Redemption, Reward, VoucherCode
+from campaigns.selectors import member_units_taken
 from ledger import services as ledger
 from ledger.errors import IdempotencyKeyReused
 from ledger.models import Balance, Hold
@@ -75,13 +75,7 @@ def _check_reward(reward: Reward, member: Member, quantity: int, now: dt.datetim
     if not reward.is_active or not reward.in_window(now):
         raise RewardUnavailable(f"The reward {reward.code!r} is not available now.", param="reward")
     if reward.per_member_limit is not None:
-        # Captured ones, and holds still in time: a hold past its timeout can no longer be captured,
-        # and no longer counts, before the beat job voids it.
-        taken = (
-            Redemption.objects.filter(member=member, reward=reward)
-            .filter(Q(status=Redemption.Status.CAPTURED) | Q(status=Redemption.Status.HELD, hold__expires_at__gt=now))
-            .aggregate(n=Sum("quantity"))["n"] or 0
-        )
+        taken = member_units_taken(member.pk, now, [reward.pk]).get(reward.pk, 0)
         if taken + quantity > reward.per_member_limit:
             raise RewardLimitReached(
                 f"At most {reward.per_member_limit} of {reward.code!r} per member; {taken} already taken.",
@@ -374,6 +368,10 @@ def redemption_capture(*, redemption: Redemption, now: dt.datetime | None = None
         if redemption.status != Redemption.Status.HELD:
             raise RedemptionState(f"The redemption is {redemption.status}; only a held one can be captured.",
                                   code="redemption_not_held")
+        if redemption.hold.status != Hold.Status.OPEN:
+            # Voided by the ledger's own timeout sweep before this app's (``redemptions_void_expired``)
+            # marked the redemption: the same refusal as a hold found past its deadline.
+            raise RedemptionState("The hold has timed out.", code="hold_expired")
         ledger.hold_capture(hold=redemption.hold, key=f"capture:{redemption.public_id}", now=now)
         redemption.status, redemption.resolved_at = Redemption.Status.CAPTURED, now
         if not redemption.voucher_code:  # a pool's codes were reserved with the hold

@@ -12,7 +12,7 @@ the list says "more than" it and numbers the pages up to it; filters or search n
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
@@ -38,3 +38,14 @@ class LargeListAdmin(admin.ModelAdmin):
 
     paginator = CappedCountPaginator
     show_full_result_count = False
+
+    def response_action(self, request, queryset):
+        # "Select all N" offers the capped count; past it, the action would run on every row the
+        # filters match, more than the page said (millions of redemptions cancelled by one click).
+        limit = settings.ADMIN_LIST_COUNT_LIMIT
+        if (request.POST.get("select_across") not in (None, "", "0", "False", "false")
+                and queryset.order_by()[: limit + 1].count() > limit):
+            self.message_user(request, f"More than {limit:,} rows match: narrow the list with its filters or search "
+                              "before acting on all of them. Nothing was done.", messages.WARNING)
+            return None
+        return super().response_action(request, queryset)

@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import Member, Program
 from ledger.models import Balance
+from loyalty.jsontext import MESSAGES, unstorable
 from rules import engine, pipeline
 from rules.models import EventType, Rule
 from rules.services import rule_check
@@ -113,6 +114,9 @@ class EventTypeForm(forms.ModelForm):
         schema = self.cleaned_data["schema"]
         if schema in (None, ""):
             return {}
+        reason = unstorable(schema)
+        if reason:
+            raise ValidationError(MESSAGES[reason])
         # event_type_save checks this too; here so the message lands on the field.
         try:
             schema_check(schema)

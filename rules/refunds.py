@@ -19,7 +19,9 @@ used.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
 
 from accounts.models import Member, Program
 from ledger.models import Operation
@@ -101,12 +103,13 @@ def refund_post(*, program: Program, event: InboundEvent, clean: CleanEvent, mem
                     "points": -reversed_points, "detail": detail}]
 
 
-def _share(amount: Decimal, bought: Decimal, *, refunded_before: bool) -> Decimal:
-    """The share of the purchase refunded by ``amount``; a purchase of 0 is all refunded by its
-    first refund."""
+def _share(amount: Decimal, bought: Decimal, *, refunded_before: bool) -> Fraction:
+    """The share of the purchase refunded by ``amount``, exact (a third is a third, not 0.333...3,
+    whose product with 3 points would floor to 0); a purchase of 0 is all refunded by its first
+    refund."""
     if bought:
-        return amount / bought
-    return Decimal(1) if refunded_before else Decimal(0)
+        return Fraction(amount) / Fraction(bought)
+    return Fraction(1) if refunded_before else Fraction(0)
 
 
 _GIVE_BACK_SQL = """
@@ -116,7 +119,7 @@ WHERE u.rule_id = x.r AND u.member_id = x.m AND u.period = x.p
 """
 
 
-def caps_give_back(purchase: InboundEvent, member_id: int, before: Decimal, after: Decimal) -> str:
+def caps_give_back(purchase: InboundEvent, member_id: int, before: Fraction, after: Fraction) -> str:
     """Take out of the member's cap counters what a refund took back of ``purchase``'s awards:
     from the share ``before`` of the purchase refunded to ``after``. Each capped rule's counter of
     the purchase's period loses ``floor(award x after) - floor(award x before)`` points, and one
@@ -134,8 +137,7 @@ since are left.
         "id", "name", "member_cap_period")
     rows, said = [], []
     for rule_id, name, period in capped:
-        points = (int((awarded[rule_id] * after).to_integral_value(ROUND_FLOOR))
-                  - int((awarded[rule_id] * before).to_integral_value(ROUND_FLOOR)))
+        points = math.floor(awarded[rule_id] * after) - math.floor(awarded[rule_id] * before)
         times = 1 if after >= 1 > before else 0
         if points or times:
             when = purchase.occurred_at or purchase.received_at

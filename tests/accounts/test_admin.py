@@ -230,3 +230,50 @@ def test_member_change_page_does_not_query_per_row(admin_client, member):
     with CaptureQueriesContext(connection) as eleven:
         admin_client.get(url)
     assert len(eleven) == len(one)
+
+
+@pytest.mark.parametrize("field", ["expiry_days", "pending_days"])
+def test_a_policy_beyond_a_century_is_refused_and_a_century_earns(make_program, make_member, field):
+    # Dates past year 9999 cannot be made: a program allowed 3,000,000 days could not earn at all.
+    from django.core.exceptions import ValidationError
+    from django.db import IntegrityError, transaction
+
+    from accounts.models import MAX_POLICY_DAYS
+
+    program = make_program(**{field: MAX_POLICY_DAYS})
+    program.full_clean()
+    services.points_earn(member=make_member(program), points=10, key="e")
+    setattr(program, field, MAX_POLICY_DAYS + 1)
+    with pytest.raises(ValidationError) as refused:
+        program.full_clean()
+    assert field in refused.value.message_dict
+    with pytest.raises(IntegrityError), transaction.atomic():
+        program.save()
+
+
+@pytest.mark.parametrize("attributes, error", [
+    ('["vip", "lisbon"]', "Attributes are a JSON object"),
+    ('"vip"', "Attributes are a JSON object"),
+    ("42", "Attributes are a JSON object"),
+    ('{"note": "a\\u0000b"}', "Null characters (\\u0000) are not allowed."),
+])
+def test_member_attributes_the_api_would_refuse_are_a_form_error(admin_client, program, attributes, error):
+    # Rules read member.attributes.<name>: anything but a storable object would fail them for that member.
+    import html
+
+    response = admin_client.post(reverse("admin:accounts_member_add"), {
+        "program": program.pk, "external_id": "walk-in", "email": "", "attributes": attributes, "user": ""})
+    assert response.status_code == 200
+    assert error in html.unescape(response.content.decode())
+    assert not Member.objects.filter(external_id="walk-in").exists()
+
+
+def test_an_event_type_schema_with_a_nul_is_a_form_error(admin_client, program):
+    from rules.models import EventType
+
+    response = admin_client.post(reverse("admin:rules_eventtype_add"), {
+        "program": program.pk, "name": "review_written", "description": "",
+        "schema": '{"type": "object", "description": "a\\u0000b"}'})
+    assert response.status_code == 200
+    assert "Null characters" in response.content.decode()
+    assert not EventType.objects.exists()

@@ -226,3 +226,53 @@ def test_the_programs_redemption_limit_applies_on_the_pages_too(client, make_pro
     assert said[:2] == ["You redeemed Sticker for 1 points."] * 2
     assert said[2] == "Too many redemptions in a short time: try again in a minute."
     assert Redemption.objects.filter(member=member).count() == 2
+
+
+def test_a_double_click_under_the_redemption_limit_is_answered_as_the_first(client, make_program, make_member):
+    # The second send of a form is the first redemption again: it answers as it, and counts nothing.
+    from campaigns.models import Redemption, Reward
+
+    program = make_program(redemption_limit_per_minute=1)
+    member = _signed_in(client, program, make_member, name="rita")
+    points_earn(member=member, points=500, key="e1")
+    Reward.objects.create(program=program, code="coffee", name="Coffee", cost=100)
+    form = _redeem_form(client.get("/me/").content.decode(), "coffee")
+    assert _messages(client.post("/me/redeem/", form, follow=True).content.decode()) == [
+        "You redeemed Coffee for 100 points."]
+    assert _messages(client.post("/me/redeem/", form, follow=True).content.decode()) == [
+        "You redeemed Coffee for 100 points."]
+    assert Redemption.objects.filter(member=member).count() == 1
+
+
+def test_two_redeem_buttons_of_one_page_are_two_redemptions(client, program, make_member):
+    from campaigns.models import Redemption, Reward
+
+    member = _signed_in(client, program, make_member, name="tom")
+    points_earn(member=member, points=500, key="e1")
+    Reward.objects.create(program=program, code="coffee", name="Coffee", cost=50)
+    Reward.objects.create(program=program, code="mug", name="Mug", cost=80)
+    page = client.get("/me/").content.decode()
+    assert _messages(client.post("/me/redeem/", _redeem_form(page, "coffee"), follow=True).content.decode()) == [
+        "You redeemed Coffee for 50 points."]
+    assert _messages(client.post("/me/redeem/", _redeem_form(page, "mug"), follow=True).content.decode()) == [
+        "You redeemed Mug for 80 points."]
+    assert sorted(Redemption.objects.filter(member=member).values_list("reward__code", flat=True)) == ["coffee", "mug"]
+
+
+def test_no_redeem_button_where_a_redemption_could_only_be_refused(client, program, make_member):
+    from campaigns.models import Reward
+
+    member = _signed_in(client, program, make_member, name="lena")
+    points_earn(member=member, points=500, key="e1")
+    Reward.objects.create(program=program, code="welcome-mug", name="Welcome mug", cost=50, per_member_limit=1)
+    Reward.objects.create(program=program, code="coffee", name="Coffee", cost=50, per_member_limit=2)
+    client.post("/me/redeem/", _redeem_form(client.get("/me/").content.decode(), "welcome-mug"))
+    page = client.get("/me/").content.decode()
+    assert _redeem_form_codes(page) == ["coffee"]
+    assert "Welcome mug: 50 points &middot; you have taken the most allowed (1)" in " ".join(page.split())
+    member.status = "suspended"
+    member.save(update_fields=["status"])
+    page = client.get("/me/").content.decode()
+    assert _redeem_form_codes(page) == []
+    assert "Your membership is suspended: it neither earns nor redeems points." in page
+    assert "Coffee: 50 points &middot; not while your membership is suspended" in " ".join(page.split())

@@ -81,7 +81,7 @@ def test_health_shows_liability_breakage_and_earn_and_burn_by_day(admin_client, 
     }
     inbox = reverse("admin:rules_inboundevent_changelist")
     assert _module(page, "events") == {"Received": "0", "Processed": "2", "Rejected": "1", "Failed": "0"}
-    assert f'href="{inbox}?program__id__exact={program.pk}&amp;status__exact=rejected"' in page
+    assert f'href="{inbox}?program__id__exact={program.pk}&amp;status__exact=rejected&amp;received_at__gte=' in page
 
     days = _module(page, "days")
     assert len(days) == 1 + 1 + 30  # the heading, the total, a row a day
@@ -115,3 +115,18 @@ def test_health_needs_permission_to_view_programs(client, program):
     assert client.get(url).status_code == 200
     missing = client.get(reverse("admin:accounts_program_health", args=[program.pk + 1000]))
     assert missing.status_code == 302  # to the admin index, with "does not exist", as the change page does
+
+
+def test_each_event_count_links_to_the_events_it_counts(admin_client, program):
+    import html
+
+    from rules.models import InboundEvent
+
+    now = timezone.now()
+    for n, age in enumerate((dt.timedelta(hours=1), dt.timedelta(days=3), dt.timedelta(days=40))):
+        InboundEvent.objects.create(program=program, event_id=f"e{n}", payload={}, status="rejected",
+                                    error={"code": "x", "message": "bad"}, received_at=now - age)
+    page = admin_client.get(reverse("admin:accounts_program_health", args=[program.pk])).content.decode()
+    link, shown = re.search(r'<th>Rejected</th><td><a href="([^"]+)">(\d+)</a>', page).groups()
+    listed = admin_client.get(html.unescape(link)).context["cl"].result_count
+    assert int(shown) == listed == 1

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.db import connection
 
 from campaigns.models import Redemption, Reward
-from campaigns.services import redemption_create
+from campaigns.services import RedemptionState, redemption_capture, redemption_create, redemptions_void_expired
+from ledger import upkeep
+from ledger.audit import run_audit
 from ledger.errors import IdempotencyKeyReused, InsufficientPoints
 from ledger.models import Balance, Operation
 from ledger.services import points_adjust, points_earn
@@ -39,3 +43,21 @@ def test_a_key_used_by_another_operation_is_still_refused_as_reused(member):
     with pytest.raises(IdempotencyKeyReused):
         redemption_create(member=member, key="taken", points=10**6)
     assert Balance.objects.get(member=member).available == 105
+
+
+def test_a_hold_the_ledgers_sweep_timed_out_first_is_refused_as_expired(program, member):
+    # Two beat jobs void timed-out holds; when the ledger's runs before this app's, the redemption
+    # still says held: its capture is refused as any capture past the deadline is.
+    reward = Reward.objects.create(program=program, code="mug", name="Mug", cost=60, stock=5)
+    held = redemption_create(member=member, key="h", reward=reward, capture=False)
+    deadline = held.hold.expires_at
+    assert upkeep.holds_void_expired(now=deadline) == 1
+    assert Balance.objects.get(member=member).available == 100
+    with pytest.raises(RedemptionState) as refused:
+        redemption_capture(redemption=held, now=deadline + dt.timedelta(seconds=1))
+    assert refused.value.code == "hold_expired"
+    assert redemptions_void_expired(now=deadline + dt.timedelta(seconds=2)) == 1
+    assert Redemption.objects.get(pk=held.pk).status == "voided"
+    assert Reward.objects.get(pk=reward.pk).stock == 5
+    assert Balance.objects.get(member=member).available == 100
+    assert run_audit() == []

@@ -93,3 +93,30 @@ def test_pages_are_numbered_up_to_the_limit(admin_client, settings, member):
     # other 2 are found by filtering or searching.
     assert paginator_text(first).startswith("1 2 3 More than 10 entries")
     assert last.status_code == 200 and len(last.context["cl"].result_list) == 2
+
+
+def test_select_all_past_the_limit_does_nothing_and_says_why(admin_client, settings, program, member):
+    # The page offers "Select all 3" (the capped count): the action must not run on the 6 rows behind it.
+    from django.contrib.messages import get_messages
+
+    from campaigns import services as campaigns
+    from campaigns.models import Reward
+
+    services.points_earn(member=member, points=10_000, key="seed")
+    coffee = Reward.objects.create(program=program, code="coffee", name="Coffee", cost=10)
+    for n in range(6):
+        campaigns.redemption_create(key=f"r{n}", member=member, reward=coffee)
+    url = reverse("admin:campaigns_redemption_changelist") + "?status__exact=captured"
+    settings.ADMIN_LIST_COUNT_LIMIT = 3
+    assert "Select all 3" in admin_client.get(url).content.decode()
+    one = list(Redemption.objects.values_list("pk", flat=True)[:1])
+    response = admin_client.post(url, {"action": "cancel", "select_across": "1", "index": "0",
+                                       "_selected_action": one})
+    assert response.status_code == 302
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        "More than 3 rows match: narrow the list with its filters or search before acting on all of them. "
+        "Nothing was done."]
+    assert not Redemption.objects.filter(status="cancelled").exists()
+    settings.ADMIN_LIST_COUNT_LIMIT = 6  # within the limit, all of them
+    admin_client.post(url, {"action": "cancel", "select_across": "1", "index": "0", "_selected_action": one})
+    assert Redemption.objects.filter(status="cancelled").count() == 6

@@ -345,6 +345,20 @@ def test_a_points_cap_counts_only_what_was_not_refunded(program, make_rule, send
     assert run_audit() == []
 
 
+def test_a_third_refunded_gives_back_a_third_of_a_points_cap(program, make_rule, send, member):
+    # 1.00 of 3.00 is a third: as a 28-digit decimal, 3 x 0.333...3 floored to 0 points given back.
+    capped = make_rule(program, kind="spend", name="capped spend", event_type="purchase",
+                       member_cap_period="month", member_cap_points=100)
+    assert send(purchase("p1", member.external_id, amount="3.00", order_id="o-1")).points == 3
+    assert send(refund("r1", member.external_id, "o-1", amount="1.00")).points == -1
+    assert usage(capped, member) == [("2026-11", 2, 1)]
+    assert send(refund("r2", member.external_id, "o-1", amount="1.00")).points == -1
+    assert usage(capped, member) == [("2026-11", 1, 1)]
+    assert send(refund("r3", member.external_id, "o-1", amount="1.00")).points == -1
+    assert usage(capped, member) == [("2026-11", 0, 0)]
+    assert run_audit() == []
+
+
 def test_a_refund_leaves_the_caps_of_rules_deleted_or_uncapped_since(send, member, spend, daily_bonus):
     send(purchase("p1", member.external_id, amount="10.00", order_id="o-1"))
     daily_bonus.member_cap_period, daily_bonus.member_cap_times = "", None
