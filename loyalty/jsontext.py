@@ -33,21 +33,21 @@ def _surely_storable(value: dict | list) -> bool:
 
 
 def _unstorable(value: object) -> str | None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "null_characters_not_allowed"
-        if _SURROGATE.search(value):
-            return "surrogate_characters_not_allowed"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            reason = _unstorable(key) or _unstorable(item)
-            if reason:
-                return reason
-    elif isinstance(value, list):
-        for item in value:
-            reason = _unstorable(item)
-            if reason:
-                return reason
+    # A walk with a stack of its own, not recursion: a value nested as deep as the parser allows
+    # must not run out of Python's stack here.
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "null_characters_not_allowed"
+            if _SURROGATE.search(value):
+                return "surrogate_characters_not_allowed"
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
     return None
 
 

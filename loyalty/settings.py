@@ -216,7 +216,8 @@ LOGOUT_REDIRECT_URL = "/"
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["loyalty.api.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "loyalty.api.negotiation.RememberingContentNegotiation",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["loyalty.api.parsers.JSONParser"],
+    "URL_FORMAT_OVERRIDE": None,  # ?format= is an unknown query parameter (400), not a renderer to look for
     "DEFAULT_SCHEMA_CLASS": "loyalty.api.schema.PartnerAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_AUTHENTICATION_CLASSES": ["loyalty.api.authentication.PartnerKeyAuthentication"],

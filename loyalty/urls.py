@@ -6,6 +6,7 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.views import my_points, redeem
+from loyalty.api.negotiation import FormatParameterNegotiation
 
 
 def healthz(request):
@@ -20,7 +21,8 @@ urlpatterns = [
     path("me/", my_points, name="my-points"),
     path("me/redeem/", redeem, name="my-points-redeem"),
     path("api/v1/", include("loyalty.api.urls")),
-    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(content_negotiation_class=FormatParameterNegotiation),
+         name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
     path("", include("django_prometheus.urls")),

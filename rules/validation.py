@@ -56,9 +56,9 @@ BUILTIN_SCHEMAS: dict[str, dict] = {
     "signup": {"type": "object"},
 }
 ENVELOPE_FIELDS = {"event_id", "type", "member_id", "occurred_at", "properties"}
-_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,255}\Z")  # \Z: "$" would take a trailing newline
 _NOT_A_MEMBER_ID = re.compile(r"[/\s]")  # Python's \s: what ``accounts.api`` refuses in an external id
-EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 
 
 class EventInvalid(DomainError):
@@ -152,6 +152,18 @@ def _first_error(schema: dict, properties: dict) -> tuple[str, str] | None:
     return ".".join(str(part) for part in path), message
 
 
+def _timestamp(text: str) -> dt.datetime | None:
+    """``text`` as an aware or naive datetime; None when it is not one that exists in UTC (the
+    30th of February, 24:00, an offset of a day or more, year 1 ahead of UTC)."""
+    try:
+        parsed = parse_datetime(text)
+        if parsed is not None and parsed.tzinfo is not None:
+            parsed.astimezone(dt.UTC)
+        return parsed
+    except (ValueError, OverflowError):
+        return None
+
+
 def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime,
                 max_age_days: int | None = None) -> CleanEvent:
     """Check one event; raise ``EventInvalid`` with a code and the offending field. With
@@ -179,7 +191,7 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
         raise EventInvalid("type must be lower-case letters, digits and underscores.", param="type",
                            code="invalid_field")
     occurred_raw = payload.get("occurred_at")
-    occurred_at = parse_datetime(occurred_raw) if isinstance(occurred_raw, str) else None
+    occurred_at = _timestamp(occurred_raw) if isinstance(occurred_raw, str) else None
     if occurred_raw is None:
         occurred_at = now
     elif occurred_at is None or occurred_at.tzinfo is None:

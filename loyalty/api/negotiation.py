@@ -26,3 +26,11 @@ class RememberingContentNegotiation(DefaultContentNegotiation):
             _answers[key] = answer
         index, media_type = answer
         return renderers[index], media_type
+
+
+class FormatParameterNegotiation(DefaultContentNegotiation):
+    """For the schema's page only: ``?format=json`` or ``?format=yaml`` picks its renderer. The
+    partner API has one format, and its ``format`` is an unknown query parameter (400)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return super().select_renderer(request, renderers, format_suffix or request.query_params.get("format"))

@@ -60,6 +60,12 @@ class StrictSerializer(serializers.Serializer):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise ValidationError({unknown[0]: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]})
+            # Text is JSON's own string: DRF would turn 123 into "123" (a redemption from member "123"),
+            # where POST /events refuses it.
+            for name, field in self.fields.items():
+                value = data.get(name)
+                if value is not None and isinstance(field, serializers.CharField) and not isinstance(value, str):
+                    raise ValidationError({name: [serializers.ErrorDetail("Not a string.", code="invalid")]})
         return super().to_internal_value(data)
 
 
