@@ -4,7 +4,8 @@ processing, without HTTP, Celery or Redis.
 On a database of its own with the ingest benchmarks' 10 rules, batches of purchase events
 (``bench._server.purchase_event``) are stored by ``events_submit_batch`` (the web side of
 ``POST /api/v1/events/batch``, its JSON already parsed) and then processed by
-``events_process`` in the worker's chunks of 250, one after the other in this process. For each
+``events_process`` in the worker's chunks of 250, one after the other in this process (its garbage
+collector set as a worker's pool process sets it, ``loyalty.celery``). For each
 side it prints the CPU an event of this process (``time.process_time``) and of its PostgreSQL
 backend (``/proc``, when the server is local), the median chunk and the lowest, and the
 statements a chunk sends. There is no goal: ``bench.ingest_http`` measures the whole path, with
@@ -52,6 +53,9 @@ def main(argv=None) -> None:
         seeded = seed(members=args.members, slug="ingest-inprocess")
         program = Program.objects.get(pk=seeded.program_id)
         partner = Partner.objects.get(program=program)
+        from loyalty.celery import _garbage_collector_for_batches
+
+        _garbage_collector_for_batches()  # as each of the worker's pool processes does once started
         queued: list[int] = []
         pipeline.enqueue = queued.extend  # no broker: this process is the worker
         rng = random.Random(20261201)

@@ -22,6 +22,7 @@ import cel
 from rules.cel_python import Fast, compile_fast, undecided
 from rules.context import Activation
 from rules.models import Rule
+from rules.trace import OUTCOMES, trace_unpack
 
 CEL_VARIABLES = frozenset({"event", "member", "program", "now"})
 # Comprehension macros introduce their own variable: `items.exists(i, i.sku == 'LATTE')`.
@@ -184,11 +185,20 @@ class Award:
 @dataclass
 class Qualification:
     awards: list[Award] = field(default_factory=list)
-    trace: list[dict] = field(default_factory=list)
+    # The trace as it is stored (``rules.trace``): a list a rule, made so by ``_line``. Written in
+    # that form, the batch worker stores it as it is, instead of building a dict a rule and then
+    # packing it.
+    packed: list[list] = field(default_factory=list)
 
     @property
     def points(self) -> int:
         return sum(a.points for a in self.awards)
+
+    @property
+    def trace(self) -> list[dict]:
+        """The trace as the engine explains it: a dict a rule (``rule_id``, ``rule``, ``outcome``,
+        ``points``, ``detail``)."""
+        return trace_unpack(self.packed)
 
 
 def cap_period_key(period: str, when: dt.datetime) -> str:
@@ -261,8 +271,20 @@ def _cap(rule: CompiledRule, points: int, usage: dict, period_keys: dict[str, st
     return points, ""
 
 
-def _entry(rule: CompiledRule, outcome: str, points: int = 0, detail: str = "") -> dict:
-    return {"rule_id": rule.id, "rule": rule.name, "outcome": outcome, "points": points, "detail": detail}
+def _line(rule: CompiledRule, outcome: int, points: int = 0, detail: str = "") -> list:
+    """A trace line in its stored form (``rules.trace.trace_pack``): ``outcome`` is its number in
+    ``OUTCOMES``, and ``points`` and ``detail`` are left out while they are 0 and ""."""
+    if detail:
+        return [rule.id, rule.name, outcome, points, detail]
+    if points:
+        return [rule.id, rule.name, outcome, points]
+    return [rule.id, rule.name, outcome]
+
+
+(_FIRED, _CONDITION_FALSE, _NOT_THIS_EVENT_TYPE, _OUTSIDE_WINDOW, _CAP_REACHED, _NO_POINTS, _BEATEN,
+ _ERROR) = (OUTCOMES.index(outcome) for outcome in (
+    "fired", "condition_false", "not_this_event_type", "outside_window", "cap_reached", "no_points",
+    "beaten_by_exclusive", "error"))
 
 
 _IN_ORDER = attrgetter("order")
@@ -284,17 +306,17 @@ def qualify(
     values = activation.values
     period_keys: dict[str, str] = {}
     result = Qualification()
-    trace = result.trace
+    trace = result.packed
     candidates: list[tuple[CompiledRule, int]] = []
     multipliers: list[CompiledRule] = []
     winner = None  # the first exclusive candidate, by priority
 
     for rule in sorted(rules, key=_IN_ORDER):
         if rule.event_type and rule.event_type != event_type:
-            trace.append(_entry(rule, "not_this_event_type", detail=f"applies to {rule.event_type}"))
+            trace.append(_line(rule, _NOT_THIS_EVENT_TYPE, detail=f"applies to {rule.event_type}"))
             continue
         if (rule.active_from and when < rule.active_from) or (rule.active_until and when >= rule.active_until):
-            trace.append(_entry(rule, "outside_window", detail="the event is outside the rule's active window"))
+            trace.append(_line(rule, _OUTSIDE_WINDOW, detail="the event is outside the rule's active window"))
             continue
         try:
             if rule.condition is not None:
@@ -307,8 +329,7 @@ def qualify(
                 if fires is not True and fires is not False:
                     raise TypeError(f"the condition gave {_shown(fires)}, not true or false")
                 if not fires:
-                    trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "condition_false", "points": 0,
-                                  "detail": ""})
+                    trace.append([rule.id, rule.name, _CONDITION_FALSE])
                     continue
             if rule.kind == "multiplier":
                 multipliers.append(rule)
@@ -317,15 +338,15 @@ def qualify(
         except Exception as exc:  # noqa: BLE001 - any CEL failure (x / 0, overflow, bad index) skips the rule
             if exc is activation.failure:
                 raise  # the event's values cannot be given to CEL at all
-            trace.append(_entry(rule, "error", detail=f"{type(exc).__name__}: {exc}"[:300]))
+            trace.append(_line(rule, _ERROR, detail=f"{type(exc).__name__}: {exc}"[:300]))
             continue
         if rule.capped:
             points, why = _cap(rule, points, usage, period_keys, when)
             if why:
-                trace.append(_entry(rule, "cap_reached", detail=why))
+                trace.append(_line(rule, _CAP_REACHED, detail=why))
                 continue
         if points <= 0:
-            trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "no_points", "points": 0, "detail": ""})
+            trace.append([rule.id, rule.name, _NO_POINTS])
             continue
         candidates.append((rule, points))
         if winner is None and rule.exclusive:
@@ -336,29 +357,29 @@ def qualify(
         for rule, points in candidates:
             if rule is winner:
                 result.awards.append(Award(rule.id, rule.name, points))
-                trace.append(_entry(rule, "fired", points))
+                trace.append(_line(rule, _FIRED, points))
             else:
-                trace.append(_entry(rule, "beaten_by_exclusive", detail=beaten))
+                trace.append(_line(rule, _BEATEN, detail=beaten))
         for rule in multipliers:
-            trace.append(_entry(rule, "beaten_by_exclusive", detail=beaten))
+            trace.append(_line(rule, _BEATEN, detail=beaten))
         return result
 
     base = 0
     for rule, points in candidates:
         result.awards.append(Award(rule.id, rule.name, points))
-        trace.append({"rule_id": rule.id, "rule": rule.name, "outcome": "fired", "points": points, "detail": ""})
+        trace.append(_line(rule, _FIRED, points))
         base += points
     decimal_base = Decimal(base)
     for rule in multipliers:
         extra = _round(decimal_base * (rule.multiplier - 1), "down") if base else 0
         extra, why = _cap(rule, extra, usage, period_keys, when)
         if why:
-            trace.append(_entry(rule, "cap_reached", detail=why))
+            trace.append(_line(rule, _CAP_REACHED, detail=why))
         elif extra <= 0:
-            trace.append(_entry(rule, "no_points", detail="nothing to multiply" if not base else ""))
+            trace.append(_line(rule, _NO_POINTS, detail="nothing to multiply" if not base else ""))
         else:
             result.awards.append(Award(rule.id, rule.name, extra))
-            trace.append(_entry(rule, "fired", extra))
+            trace.append(_line(rule, _FIRED, extra))
     return result
 
 

@@ -26,13 +26,23 @@ def count_received(program, rows: list[dict]) -> None:
 
 
 def observe(program, events, started: dt.datetime) -> None:
-    """Count outcomes; observe the latency of processed ones (received -> committed)."""
+    """Count outcomes; observe the latency of processed ones (received -> committed). Counted by
+    (type, outcome) and latencies by arrival: a batch's events share both, so a worker's 250
+    events cost a few label lookups, not two each."""
     committed = dt.datetime.now(dt.UTC)
+    counts: Tally = Tally()
+    latencies: Tally = Tally()
     for event in events:
         event_type = event.type or "unknown"
         if event.received_at == started:  # came in through this very request
-            EVENTS.labels(program.slug, event_type, "received").inc()
-        EVENTS.labels(program.slug, event_type, event.status).inc()
+            counts[(event_type, "received")] += 1
+        counts[(event_type, event.status)] += 1
         if event.status == "processed" and event.received_at is not None:
-            path = "inline" if event.received_at == started else "batch"
-            QUALIFICATION_SECONDS.labels(path).observe((committed - event.received_at).total_seconds())
+            latencies[event.received_at] += 1
+    for (event_type, status), n in counts.items():
+        EVENTS.labels(program.slug, event_type, status).inc(n)
+    for received_at, n in latencies.items():
+        histogram = QUALIFICATION_SECONDS.labels("inline" if received_at == started else "batch")
+        seconds = (committed - received_at).total_seconds()
+        for _ in range(n):
+            histogram.observe(seconds)

@@ -28,7 +28,6 @@ from loyalty.db import out_of_range, pg_int_array, prepared_cursor, prepared_upd
 from loyalty.jsontext import MESSAGES, pg_json, unstorable
 from rules import engine, metrics, refunds
 from rules.models import EventType, InboundEvent
-from rules.trace import trace_pack
 from rules.validation import CleanEvent, EventInvalid, MemberNotFound, event_clean
 
 logger = logging.getLogger(__name__)
@@ -443,7 +442,8 @@ def events_process(event_ids: Sequence[int], *, wait_for_members: bool = False) 
             events = _waiting(event_ids)
             if not events:
                 return 0
-            balances = ledger.members_lock([event.member_id for event in events], skip_locked=not wait_for_members)
+            balances = ledger.members_lock([event.member_id for event in events], skip_locked=not wait_for_members,
+                                           figures=True)
             if not wait_for_members:
                 busy = [event for event in events if event.member_id not in balances]
                 events = [event for event in events if event.member_id in balances]
@@ -591,7 +591,7 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
                 requests.append(EarnRequest(event.member_id, qualification.points, earn_key(event),
                                             f"{event.type} {event.event_id}", Source("event", event.event_id)))
             event.awards = [award.as_dict() for award in qualification.awards]
-            event.trace, event.points = qualification.trace, qualification.points
+            event.trace, event.points = qualification.packed, qualification.points  # as stored
             event.status, event.processed_at = InboundEvent.Status.PROCESSED, now
             done.append(event)
         if requests:
@@ -614,10 +614,11 @@ def _moved_by_earn(context: dict, debt: int, points: int, matured: bool) -> int:
     return debt - settle
 
 
-def _bulk_mark(events: list[InboundEvent]) -> None:
+def _bulk_mark(events: list[WaitingEvent]) -> None:
+    """Store the results of ``events``, processed by ``_process_set``: their traces already packed."""
     if not events:
         return
-    rows = [{"id": e.pk, "awards": e.awards, "trace": trace_pack(e.trace), "points": e.points} for e in events]
+    rows = [{"id": e.pk, "awards": e.awards, "trace": e.trace, "points": e.points} for e in events]
     with prepared_cursor() as cursor:  # the results as a parameter, not quoted into the SQL text
         cursor.execute(
             "UPDATE rules_inboundevent e SET status = 'processed', error = NULL, awards = x.awards, "
