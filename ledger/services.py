@@ -837,8 +837,17 @@ def hold_void(
         Hold.objects.filter(pk=hold.pk).update(status=Hold.Status.VOIDED, resolved_at=now)
         _bump_balance(member, held=-hold.points, available=given.returned - given.expired - given.claimed,
                       debt=-given.settled, lifetime_expired=given.expired)
+        _announce_expired(member, operation, given.expired, now)
         hold.status, hold.resolved_at = Hold.Status.VOIDED, now
     return hold
+
+
+def _announce_expired(member: Member, operation: Operation, points: int, now: dt.datetime) -> None:
+    """``points.expired`` for points given back to a lot past its expiry, which expire at once: as
+    the nightly expiry announces the rest, so that a receiver's sum of them is ``lifetime_expired``."""
+    if points:
+        webhook_emit(program_id=member.program_id, type="points.expired", key=f"{operation.key}:expired", now=now,
+                     data={"member_id": member.external_id, "points": points})
 
 
 def redemption_cancel(
@@ -874,6 +883,7 @@ def redemption_cancel(
         Entry.objects.bulk_create(given.entries)
         _bump_balance(member, available=given.returned - given.expired - given.claimed, debt=-given.settled,
                       lifetime_redeemed=-given.returned, lifetime_expired=given.expired)
+        _announce_expired(member, operation, given.expired, now)
         operation.result = {"redemption": redemption.pk, "returned": given.returned, "expired": given.expired,
                             "refunds_paid": given.claimed + given.settled}
         Operation.objects.filter(pk=operation.pk).update(result=operation.result)
@@ -1004,7 +1014,11 @@ def points_adjust(
                 )
             _spend_lots(operation=operation, member=member, points=-points)
             deltas, lot_id = {"available": points}, None
-        _entry(member=member, operation=operation, kind=EntryKind.ADJUST, points=points, now=now,
-               description=reason, source=source, lot_id=lot_id).save(force_insert=True)
+        entry = _entry(member=member, operation=operation, kind=EntryKind.ADJUST, points=points, now=now,
+                       description=reason, source=source, lot_id=lot_id)
+        entry.save(force_insert=True)
         _bump_balance(member, **deltas)
+        if points > 0:  # credited: announced as any credit is (its lot is announced again when it expires)
+            webhook_emit(program_id=member.program_id, type="points.earned", key=key, now=now,
+                         data=_earned_data(member.external_id, points, entry.pk, source))
     return operation

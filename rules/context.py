@@ -18,10 +18,13 @@ _DECIMAL_ZERO = Decimal(0)
 
 
 def decimal_or_none(value) -> Decimal | None:
+    """``value`` as a finite decimal; None for anything else ("NaN", "sNaN" and "Infinity" are
+    decimals to Python, and no amount)."""
     try:
-        return Decimal(str(value)) if value is not None else None
+        number = Decimal(str(value)) if value is not None else None
     except InvalidOperation:
         return None
+    return number if number is None or number.is_finite() else None
 
 
 _UNIT_PRICES: dict[str, tuple[Decimal | None, float]] = {}

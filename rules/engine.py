@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import threading
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
 from operator import attrgetter
 
 import cel
@@ -155,7 +155,7 @@ _cache_lock = threading.Lock()
 def rules_for(program) -> list[CompiledRule]:
     """The program's active rules, compiled; recompiled when ``program.rules_version`` moves.
 
-    Every event loads its program row, so a change is seen by every process with its next event.
+    A change is seen by every process within API_KEY_CACHE_SECONDS (``rules.services``).
     """
     cached = _cache.get(program.pk)
     if cached and cached[0] == program.rules_version:
@@ -220,6 +220,9 @@ def _round(value: Decimal, mode: str) -> int:
 
 
 _ZERO, _ONE = Decimal(0), Decimal(1)
+# Amounts times rates, before the rule's rounding: the default context would round the product to
+# 28 digits first (0.99999999999999999999999999999 x 1 "down" gave 1, not 0).
+_EXACT = Context(prec=100)
 
 
 def _base_points(rule: CompiledRule, activation: Activation) -> int:
@@ -234,7 +237,7 @@ def _base_points(rule: CompiledRule, activation: Activation) -> int:
         amount = activation.amount()
         if amount is None or (rule.min_amount is not None and amount < rule.min_amount):
             return 0
-        return max(_round(amount * rule.points_per_unit, rule.rounding), 0)
+        return max(_round(_EXACT.multiply(amount, rule.points_per_unit), rule.rounding), 0)
     if rule.kind == "product":
         skus, categories, per_item = rule.skus, rule.categories, rule.points_per_item
         total = _ZERO
@@ -245,9 +248,10 @@ def _base_points(rule: CompiledRule, activation: Activation) -> int:
             if sku not in skus and category not in categories:
                 continue
             if per_item is not None:
-                total += quantity * per_item
+                total = _EXACT.add(total, _EXACT.multiply(quantity, per_item))
             else:  # line_amount is quantity * unit price
-                total += line_amount * rule.points_per_unit * (rule.item_multiplier or _ONE)
+                total = _EXACT.add(total, _EXACT.multiply(
+                    _EXACT.multiply(line_amount, rule.points_per_unit), rule.item_multiplier or _ONE))
         return max(_round(total, rule.rounding), 0)
     return 0
 

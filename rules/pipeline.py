@@ -260,7 +260,7 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
         if invalid:
             raise invalid
         clean = event_clean(event.payload, custom_schemas=custom_schemas(program), now=now,
-                            max_age_days=program.event_max_age_days)
+                            max_age_days=program.event_max_age_days, received_at=event.received_at)
         event.type, event.member_external_id = clean.type, clean.member_id
         event.occurred_at, event.order_id = clean.occurred_at, clean.order_id
         if clean.type == "refund":
@@ -293,6 +293,9 @@ def _process_inline(program: Program, event: InboundEvent, now: dt.datetime,
     except EventInvalid as exc:
         event.status, event.error, event.processed_at = InboundEvent.Status.REJECTED, _error(exc), now
         event.awards, event.trace, event.points = [], [], 0
+        if event.type == "refund" and event.member_id is not None and not Member.objects.filter(
+                pk=event.member_id).exists():
+            event.member = None  # enrolled in the refund's savepoint, which its rejection undid
         _name_from_payload(event)
     if keep_balance and event.status == InboundEvent.Status.PROCESSED and event.member_id is not None:
         # Read under the member's lock: the balance this event left, not a later one's; kept as

@@ -13,7 +13,15 @@ from rules.validation import schema_check
 
 
 def _bump_rules_version(program_id: int) -> None:
+    """Every process compiles the program's rules anew once it reads the new version: from the
+    program row an event reads, or, through the API, with the partner key's program, which a web
+    process keeps for up to API_KEY_CACHE_SECONDS. This process forgets its keys at commit, so it
+    sees the change at once."""
+    from loyalty.api.authentication import forget_keys
+
     Program.objects.filter(pk=program_id).update(rules_version=F("rules_version") + 1)
+    forget_keys()
+    transaction.on_commit(forget_keys)  # again: a request may have read the old row meanwhile
 
 
 def rule_check(rule: Rule) -> None:

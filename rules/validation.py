@@ -165,10 +165,11 @@ def _timestamp(text: str) -> dt.datetime | None:
 
 
 def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime,
-                max_age_days: int | None = None) -> CleanEvent:
+                max_age_days: int | None = None, received_at: dt.datetime | None = None) -> CleanEvent:
     """Check one event; raise ``EventInvalid`` with a code and the offending field. With
     ``max_age_days`` (the program's ``event_max_age_days``), an event that happened longer ago is
-    ``event_too_old``."""
+    ``event_too_old``. An event without ``occurred_at`` happened when it was received:
+    ``received_at``, or ``now`` for one being received."""
     if not isinstance(payload, dict):
         raise EventInvalid("An event must be a JSON object.")
     unknown = sorted(set(payload) - ENVELOPE_FIELDS)
@@ -193,7 +194,7 @@ def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.dat
     occurred_raw = payload.get("occurred_at")
     occurred_at = _timestamp(occurred_raw) if isinstance(occurred_raw, str) else None
     if occurred_raw is None:
-        occurred_at = now
+        occurred_at = received_at or now
     elif occurred_at is None or occurred_at.tzinfo is None:
         raise EventInvalid("occurred_at must be an ISO 8601 timestamp with a time zone.", param="occurred_at",
                            code="invalid_field")

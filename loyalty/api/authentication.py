@@ -60,6 +60,11 @@ def _copied(key: PartnerAPIKey) -> PartnerAPIKey:
 @receiver([post_save, post_delete], sender=Partner)
 @receiver([post_save, post_delete], sender=Program)
 def _forget(**kwargs) -> None:
+    forget_keys()
+
+
+def forget_keys() -> None:
+    """Read every key, with its partner and program, anew on its next request in this process."""
     _keys.clear()
 
 

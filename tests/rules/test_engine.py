@@ -570,3 +570,23 @@ def test_the_event_time_is_read_in_utc_whatever_offset_the_partner_wrote(conditi
     assert event["occurred_at"] == written and event["occurred_at"].utcoffset() == dt.timedelta(0)
     result = run([rule], properties={"amount": "1.00"}, occurred_at=event["occurred_at"])
     assert outcome(result, rule)["outcome"] == "fired"
+
+
+def test_an_amount_that_is_no_number_leaves_the_other_rules_alone():
+    # "sNaN" is a decimal to Python, whose float() raises: a fixed bonus must not depend on it.
+    bonus = compiled(kind="event", event_type="signup", points=100)
+    spend = compiled(kind="spend", event_type="signup")
+    for amount in ("sNaN", "NaN", "Infinity", "-Infinity"):
+        result = run([bonus, spend], type="signup", properties={"amount": amount})
+        assert result.points == 100, (amount, result.trace)
+
+
+@pytest.mark.parametrize("rounding, amount, points", [
+    ("down", "0.99999999999999999999999999999", 0),
+    ("up", "1.0000000000000000000000000001", 2),
+    ("nearest", "2.49999999999999999999999999999", 2),
+])
+def test_rounding_applies_to_the_exact_product_however_many_digits(rounding, amount, points):
+    # 28 digits is Decimal's default precision: the product was rounded to it before the rule's rounding.
+    rule = compiled(kind="spend", rounding=rounding)
+    assert run([rule], type="signup", properties={"amount": amount}).points == points

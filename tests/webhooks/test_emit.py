@@ -129,3 +129,52 @@ def test_after_commit_the_event_is_delivered(program, endpoint, receiver, eager_
     assert [r.body for r in receiver.requests] == [WebhookEvent.objects.get().body()]
     delivery = WebhookDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.event.public_id) == ("succeeded", 1, event.public_id)
+
+
+# --- every point credited or expired is announced ----------------------------------------------
+
+
+def _announced(type_: str, member) -> int:
+    return sum(data["points"] for data in WebhookEvent.objects.filter(type=type_).values_list("data", flat=True)
+               if data["member_id"] == member.external_id)
+
+
+@pytest.mark.parametrize("late", ["cancel", "void"])
+def test_points_given_back_to_an_expired_lot_are_announced_expired(program, member, make_endpoint, late):
+    # The 100 a redemption took come back to a lot past its expiry: they expire at once.
+    import datetime as dt
+
+    from campaigns import services as campaigns
+    from campaigns.models import Reward
+    from ledger import services as ledger
+    from ledger.models import Balance
+    from ledger.upkeep import lots_expire
+
+    make_endpoint(program)
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    ledger.points_earn(member=member, points=300, key="e1", now=now)
+    if late == "cancel":
+        reward = Reward.objects.create(program=program, code="mug", name="Mug", cost=100)
+        redemption = campaigns.redemption_create(member=member, reward=reward, key="r1", now=now)
+    else:
+        redemption = campaigns.redemption_create(member=member, points=100, key="r1", capture=False, now=now)
+    later = now + dt.timedelta(days=400)
+    lots_expire(now=later)
+    if late == "cancel":
+        campaigns.redemption_cancel(redemption=redemption, now=later)
+    else:
+        campaigns.redemption_void(redemption=redemption, now=later)
+    assert Balance.objects.get(member=member).lifetime_expired == 300
+    assert _announced("points.expired", member) == 300
+
+
+def test_a_credit_adjustment_is_announced_earned_and_a_debit_is_not(program, member, make_endpoint):
+    from ledger import services as ledger
+
+    make_endpoint(program)
+    ledger.points_adjust(member=member, points=250, key="adj-1", reason="goodwill")
+    ledger.points_adjust(member=member, points=250, key="adj-1", reason="goodwill")  # a replay
+    ledger.points_adjust(member=member, points=-50, key="adj-2", reason="correction")
+    [earned] = WebhookEvent.objects.filter(type="points.earned").values_list("data", flat=True)
+    assert (earned["member_id"], earned["points"], earned["source"]) == (
+        member.external_id, 250, {"type": "adjustment", "id": "adj-1"})
