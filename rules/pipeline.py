@@ -566,11 +566,17 @@ def _process_set(events: list[WaitingEvent], balances: dict, now: dt.datetime) -
         # the earns below will move its balance, so that a rule reading them sees what it would
         # have seen had the events come one by one. member_id -> (context, debt).
         members: dict[int, tuple[dict, int]] = {}
+        one_by_one: set[int | None] = set()  # members with a refund in the batch, from it on
         for event in group:
             clean = CleanEvent(event.event_id, event.type, event.member_external_id, event.occurred_at,
                                event.properties)
-            if event.type == "refund" or (event.member is not None and event.member.status != Member.Status.ACTIVE):
-                # Posted (or, for a suspended or closed member, rejected) as the single endpoint does it.
+            if (event.type == "refund" or event.member_id in one_by_one
+                    or (event.member is not None and event.member.status != Member.Status.ACTIVE)):
+                # Posted (or, for a suspended or closed member, rejected) as the single endpoint does
+                # it; after a refund, the member's later events too, in order: the refund may give
+                # caps back that they would use.
+                if event.type == "refund":
+                    one_by_one.add(event.member_id)
                 alone_later.append(event)
                 continue
             member_usage = usage[event.member_id]

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,31 +93,66 @@ def _connect_public(address: tuple[str, int], timeout=socket._GLOBAL_DEFAULT_TIM
     raise error or OSError(f"{host} has no address")
 
 
-class _PublicHTTPConnection(http.client.HTTPConnection):
+# The sockets of the attempt this thread is making (``post``), which its deadline shuts down.
+_attempt = threading.local()
+
+
+class _Watched:
+    """A connection whose socket the attempt's deadline can shut down: the socket's own timeout
+    bounds each read, not the answer, which a receiver sending a byte every few seconds could
+    stretch for hours, past the worker's lease on the delivery."""
+
+    def connect(self):
+        super().connect()
+        sockets = getattr(_attempt, "sockets", None)
+        if sockets is not None:
+            sockets.append(self.sock)
+
+
+class _HTTPConnection(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+class _PublicHTTPConnection(_Watched, http.client.HTTPConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._create_connection = _connect_public  # what ``connect`` opens its socket with
 
 
-class _PublicHTTPSConnection(http.client.HTTPSConnection):
+class _PublicHTTPSConnection(_Watched, http.client.HTTPSConnection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._create_connection = _connect_public  # TLS then checks the certificate against the name
 
 
-class _PublicHTTPHandler(urllib.request.HTTPHandler):
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_PublicHTTPConnection, req, **kwargs)
+def _handlers(http_connection, https_connection) -> tuple:
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def do_open(self, http_class, req, **kwargs):
+            return super().do_open(http_connection, req, **kwargs)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def do_open(self, http_class, req, **kwargs):
+            return super().do_open(https_connection, req, **kwargs)
+
+    return HTTPHandler, HTTPSHandler
 
 
-class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_PublicHTTPSConnection, req, **kwargs)
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
+_opener = urllib.request.build_opener(_NoRedirects, *_handlers(_HTTPConnection, _HTTPSConnection))
 # Without DEBUG, as URLs are checked when they are registered: only public addresses are reached.
-_public_opener = urllib.request.build_opener(_NoRedirects, _PublicHTTPHandler, _PublicHTTPSHandler)
+_public_opener = urllib.request.build_opener(_NoRedirects, *_handlers(_PublicHTTPConnection, _PublicHTTPSConnection))
+
+
+def _shut(sockets: list, expired: threading.Event) -> None:
+    expired.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # a read blocked on it returns at once
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -138,6 +174,22 @@ def post(*, url: str, body: bytes, secret: str) -> Outcome:
         SIGNATURE_HEADER: signature(secret=secret, body=body, timestamp=timestamp),
     })
     opener = _opener if settings.DEBUG else _public_opener
+    # The whole answer within TIMEOUT_SECONDS of the connection, not only each read.
+    _attempt.sockets, expired = [], threading.Event()
+    deadline = threading.Timer(TIMEOUT_SECONDS, _shut, (_attempt.sockets, expired))
+    deadline.daemon = True
+    deadline.start()
+    try:
+        outcome = _open(opener, request)
+    finally:
+        deadline.cancel()
+        _attempt.sockets = None
+    if expired.is_set():
+        return Outcome(None, f"Timeout: no whole answer within {TIMEOUT_SECONDS} s")
+    return outcome
+
+
+def _open(opener, request) -> Outcome:
     try:
         with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
             response.read(ERROR_SNIPPET)
@@ -193,11 +245,14 @@ def deliveries_send_due(limit: int = 100) -> int:
     deliveries = list(WebhookDelivery.objects.filter(id__in=claimed).select_related("event", "endpoint"))
     to_send = []
     for delivery in deliveries:
-        if delivery.endpoint.is_active:
+        why = ("The endpoint is disabled." if not delivery.endpoint.is_active else
+               None if delivery.endpoint.subscribes_to(delivery.event.type) else
+               f"The endpoint no longer subscribes to {delivery.event.type}.")
+        if why is None:
             to_send.append(delivery)
         else:
             WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
-                status=WebhookDelivery.Status.FAILED, last_error="The endpoint is disabled.")
+                status=WebhookDelivery.Status.FAILED, last_error=why)
 
     def send(delivery: WebhookDelivery) -> Outcome:
         return post(url=delivery.endpoint.url, body=delivery.event.body(), secret=delivery.endpoint.secret)

@@ -286,7 +286,9 @@ def endpoint_update(
     *, endpoint: WebhookEndpoint, url: str | None = None, event_types: Iterable[str] | None = None,
     is_active: bool | None = None,
 ) -> WebhookEndpoint:
-    """New url, types or state apply to the next attempt of every delivery, pending ones too."""
+    """New url, types or state apply to the next attempt of every delivery, pending ones too: a
+    disabled endpoint's pending deliveries fail at once (enabled again, it does not get them), and
+    so do those of types it no longer subscribes to."""
     fields = []
     if url is not None:
         endpoint.url, fields = endpoint_url_check(url), [*fields, "url"]
@@ -295,7 +297,14 @@ def endpoint_update(
     if is_active is not None:
         endpoint.is_active, fields = is_active, [*fields, "is_active"]
     if fields:
-        endpoint.save(update_fields=fields)
+        with transaction.atomic():
+            endpoint.save(update_fields=fields)
+            pending = WebhookDelivery.objects.filter(endpoint=endpoint, status=WebhookDelivery.Status.PENDING)
+            if not endpoint.is_active:
+                pending.update(status=WebhookDelivery.Status.FAILED, last_error="The endpoint is disabled.")
+            elif endpoint.event_types:
+                pending.exclude(event__type__in=endpoint.event_types).update(
+                    status=WebhookDelivery.Status.FAILED, last_error="The endpoint no longer subscribes to its type.")
     return endpoint
 
 

@@ -145,3 +145,31 @@ def test_a_rule_on_the_events_hour_fires_alike_inline_and_in_a_batch(program, ma
     inline, batch = (api.get(f"/api/v1/events/h-{name}").json() for name in ("inline", "batch"))
     assert inline["trace"] == batch["trace"] and inline["awards"] == batch["awards"]
     assert {t["rule"]: t["outcome"] for t in batch["trace"]} == {"afternoon (UTC)": "fired"}
+
+
+def test_events_after_a_refund_in_a_batch_see_what_the_refund_gave_back(program, make_member, make_rule, api):  # noqa: F811
+    # A "once a day" bonus whose purchase is returned in full can be earned again that day, in a
+    # batch as one by one: the member's events after the refund are posted in order, after it.
+    make_rule(program, kind="event", event_type="purchase", points=10, name="daily bonus",
+              member_cap_period="day", member_cap_times=1)
+    make_member(program, external_id="one-by-one")
+    make_member(program, external_id="batched")
+
+    def events(member, prefix):
+        return [
+            dict(purchase(f"{prefix}-p1", member, amount="10.00"), occurred_at="2026-11-22T09:00:00Z"),
+            dict(refund(f"{prefix}-r1", member, f"o-{prefix}-p1"), occurred_at="2026-11-22T09:30:00Z"),
+            dict(purchase(f"{prefix}-p2", member, amount="10.00"), occurred_at="2026-11-22T10:00:00Z"),
+            dict(purchase(f"{prefix}-p3", member, amount="10.00"), occurred_at="2026-11-22T11:00:00Z"),
+        ]
+
+    for event in events("one-by-one", "s"):
+        assert api.post("/api/v1/events", event, format="json").status_code == 201
+    assert api.post("/api/v1/events/batch", {"events": events("batched", "b")}, format="json").status_code == 202
+    waiting = list(InboundEvent.objects.filter(status="received").values_list("id", flat=True))
+    assert pipeline.events_process(waiting) == 4
+    for n in ("p2", "p3"):
+        singly = api.get(f"/api/v1/events/s-{n}").json()["awards"]
+        assert api.get(f"/api/v1/events/b-{n}").json()["awards"] == singly
+    assert api.get("/api/v1/events/b-p2").json()["awards"] == [{"points": 10, "rule": "daily bonus", "campaign": None}]
+    assert api.get("/api/v1/events/b-p3").json()["awards"] == []

@@ -47,7 +47,8 @@ def test_an_event_without_its_time_reprocessed_later_happened_when_it_was_receiv
         program, make_member, make_rule, monkeypatch):
     received = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
     make_rule(program, kind="event", event_type="purchase", points=50, name="black friday",
-              active_from=dt.datetime(2026, 11, 27, tzinfo=dt.UTC), active_until=dt.datetime(2026, 11, 28, tzinfo=dt.UTC))
+              active_from=dt.datetime(2026, 11, 27, tzinfo=dt.UTC),
+              active_until=dt.datetime(2026, 11, 28, tzinfo=dt.UTC))
     payload = purchase("bf-1", "late-joiner")
     del payload["occurred_at"]
     monkeypatch.setattr(timezone, "now", lambda: received)

@@ -142,8 +142,8 @@ def test_redirects_are_not_followed(program, endpoint, receiver):
 
 def test_a_disabled_endpoint_gets_nothing(program, endpoint, receiver):
     emit(program)
-    endpoint_update(endpoint=endpoint, is_active=False)
-    assert deliveries_send_due() == 1
+    endpoint_update(endpoint=endpoint, is_active=False)  # its pending deliveries fail at once
+    assert deliveries_send_due() == 0
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == "failed" and delivery.last_error == "The endpoint is disabled."
     assert receiver.requests == []
@@ -255,3 +255,86 @@ def test_the_public_address_check_connects_to_the_address_it_checked(monkeypatch
     monkeypatch.setattr(delivery.socket, "socket", FakeSocket)
     delivery._connect_public(("hooks.example.com", 443), 5)
     assert connected == [("93.184.215.14", 443)]
+
+
+def test_unsubscribing_from_a_type_fails_its_pending_deliveries(program, endpoint, receiver):
+    receiver.statuses = [500, 200]
+    emit(program)
+    deliveries_send_due()  # the first attempt fails: a retry is pending
+    endpoint_update(endpoint=endpoint, event_types=["reward.redeemed"])
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.last_error) == ("failed", "The endpoint no longer subscribes to its type.")
+    make_due(delivery.pk)
+    deliveries_send_due()
+    assert len(receiver.requests) == 1
+
+
+def test_a_pending_delivery_of_a_type_unsubscribed_elsewhere_is_not_sent(program, endpoint, receiver):
+    # Changed without endpoint_update (the admin's form, say): the worker checks the type itself.
+    from webhooks.models import WebhookEndpoint
+
+    receiver.statuses = [500, 200]
+    emit(program)
+    deliveries_send_due()
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(event_types=["reward.redeemed"])
+    make_due(WebhookDelivery.objects.get().pk)
+    deliveries_send_due()
+    assert len(receiver.requests) == 1
+    assert WebhookDelivery.objects.get().status == "failed"
+
+
+def test_an_endpoint_disabled_then_enabled_again_does_not_get_its_old_retries(program, endpoint, receiver):
+    receiver.statuses = [500, 200]
+    emit(program)
+    deliveries_send_due()
+    endpoint_update(endpoint=endpoint, is_active=False)
+    endpoint_update(endpoint=endpoint, is_active=True)
+    make_due(WebhookDelivery.objects.get().pk)
+    deliveries_send_due()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.status, delivery.last_error, len(receiver.requests)) == ("failed", "The endpoint is disabled.", 1)
+
+
+def _dripping_receiver(*, seconds: float, step: float = 0.3):
+    """Reads the request, then sends a 200's headers a line every ``step`` seconds for ``seconds``:
+    never ``step`` without a byte, so no single read times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    conn.sendall(b"X-Drip: 1\r\n")
+                    time.sleep(step)
+                conn.sendall(b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                pass  # the sender gave up
+
+    import threading
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_an_answer_dripped_past_the_timeout_is_a_failed_attempt(settings, monkeypatch):
+    # Scaled down: a 1 s timeout, a receiver taking 4 s to finish its 200.
+    from webhooks import delivery
+
+    settings.DEBUG = True
+    monkeypatch.setattr(delivery, "TIMEOUT_SECONDS", 1)
+    listener = _dripping_receiver(seconds=4)
+    started = time.monotonic()
+    outcome = delivery.post(url=f"http://127.0.0.1:{listener.getsockname()[1]}/hooks", body=b"{}", secret="s")
+    elapsed = time.monotonic() - started
+    listener.close()
+    assert not outcome.succeeded and outcome.error.startswith("Timeout"), outcome
+    assert elapsed < 2.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,13 @@ def test_the_example_signature_is_right(monkeypatch):
     header = re.search(r"Loyalty-Signature: (t=\d+,v1=[0-9a-f]{64})", DOC)[1]
     monkeypatch.setattr(time, "time", lambda: 1767225600)
     assert verify(secret, header, body)
+
+
+@pytest.mark.parametrize("header", [
+    f"t={int(time.time())},v1=\u00e9" + "0" * 63,  # latin-1 on the wire: a non-ASCII signature
+    "t=\u00b2,v1=" + "0" * 64,  # "²".isdigit() is True, int("²") raises
+    "v1=" + "0" * 64,
+    "",
+])
+def test_the_snippet_refuses_a_forged_header_without_raising(header):
+    assert snippet_verify()("whsec_0123456789abcdef", header, b"{}") is False
