@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rules = [engine.CompiledRule.from_rule(r) for r in twenty_rules()]
-    rules.sort(key=lambda r: (-r.priority, r.id))  # as rules_for orders them
+    rules = engine.InOrder(sorted(rules, key=lambda r: (-r.priority, r.id)))  # as rules_for gives them
     pool = workload(args.pool, args.seed)
     cel_contexts = [activation(e, m).cel_context() for e, m in pool]
     decided, undecided = check_against_library(rules, pool)

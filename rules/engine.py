@@ -148,6 +148,11 @@ def validate_rule(rule: Rule) -> None:
 
 # --- the per-process cache, keyed by program version -------------------------------------
 
+class InOrder(list):
+    """Compiled rules already in evaluation order (``CompiledRule.order``): ``qualify`` takes them
+    as they are instead of sorting them for every event."""
+
+
 _cache: dict[int, tuple[int, list[CompiledRule]]] = {}
 _cache_lock = threading.Lock()
 
@@ -160,10 +165,10 @@ def rules_for(program) -> list[CompiledRule]:
     cached = _cache.get(program.pk)
     if cached and cached[0] == program.rules_version:
         return cached[1]
-    rules = [
+    rules = InOrder(
         CompiledRule.from_rule(rule)
         for rule in Rule.objects.filter(program_id=program.pk, is_active=True).order_by("-priority", "id")
-    ]
+    )
     with _cache_lock:
         _cache[program.pk] = (program.rules_version, rules)
     return rules
@@ -216,6 +221,8 @@ def cap_period_key(period: str, when: dt.datetime) -> str:
 
 
 def _round(value: Decimal, mode: str) -> int:
+    if mode != "nearest" and mode != "up" and value >= _ZERO:
+        return int(value)  # down (the default), for the points of every spend rule: int() is the floor
     return int(value.to_integral_value(_ROUNDING.get(mode, ROUND_FLOOR)))  # a keyword costs 250 ns here
 
 
@@ -315,7 +322,7 @@ def qualify(
     multipliers: list[CompiledRule] = []
     winner = None  # the first exclusive candidate, by priority
 
-    for rule in sorted(rules, key=_IN_ORDER):
+    for rule in rules if type(rules) is InOrder else sorted(rules, key=_IN_ORDER):
         if rule.event_type and rule.event_type != event_type:
             trace.append(_line(rule, _NOT_THIS_EVENT_TYPE, detail=f"applies to {rule.event_type}"))
             continue
