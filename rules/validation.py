@@ -153,15 +153,17 @@ def _first_error(schema: dict, properties: dict) -> tuple[str, str] | None:
 
 
 def _timestamp(text: str) -> dt.datetime | None:
-    """``text`` as an aware or naive datetime; None when it is not one that exists in UTC (the
-    30th of February, 24:00, an offset of a day or more, year 1 ahead of UTC)."""
+    """``text`` as an aware or naive datetime; None when it is not ISO 8601. ``EventInvalid`` when
+    it is, but names no instant that exists in UTC (the 30th of February, 24:00, an offset of a
+    day or more, year 1 ahead of UTC)."""
     try:
         parsed = parse_datetime(text)
         if parsed is not None and parsed.tzinfo is not None:
             parsed.astimezone(dt.UTC)
         return parsed
-    except (ValueError, OverflowError):
-        return None
+    except (ValueError, OverflowError) as exc:
+        raise EventInvalid(f"occurred_at names no time that exists ({exc}).", param="occurred_at",
+                           code="invalid_field") from exc
 
 
 def event_clean(payload: object, *, custom_schemas: dict[str, dict], now: dt.datetime,

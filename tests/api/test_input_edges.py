@@ -21,7 +21,9 @@ def post_text(api, path, text, method="POST"):
 def test_a_time_that_does_not_exist_in_utc_is_refused_and_kept(api, member, occurred_at):
     body = purchase("no-such-time", member.external_id)
     body["occurred_at"] = occurred_at
-    assert_error(api.post("/api/v1/events", body, format="json"), 400, "invalid_field", param="occurred_at")
+    response = api.post("/api/v1/events", body, format="json")
+    assert_error(response, 400, "invalid_field", param="occurred_at")
+    assert response.json()["error"]["message"].startswith("occurred_at names no time that exists (")
     assert InboundEvent.objects.get(event_id="no-such-time").status == "rejected"
     assert api.get("/api/v1/events/no-such-time").status_code == 200
 
